@@ -1,0 +1,195 @@
+//go:build linux
+
+package fdpass
+
+import (
+	"bytes"
+	"encoding/binary"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// Structures of linux/inet_diag.h, see sock_diag(7).
+type inetDiagSockID struct {
+	SPort  [2]byte // big endian
+	DPort  [2]byte
+	Src    [16]byte
+	Dst    [16]byte
+	If     uint32
+	Cookie [2]uint32
+}
+
+type inetDiagReqV2 struct {
+	Family   uint8
+	Protocol uint8
+	Ext      uint8
+	Pad      uint8
+	States   uint32
+	ID       inetDiagSockID
+}
+
+type inetDiagMsg struct {
+	Family  uint8
+	State   uint8
+	Timer   uint8
+	Retrans uint8
+	ID      inetDiagSockID
+	Expires uint32
+	RQueue  uint32
+	WQueue  uint32
+	UID     uint32
+	Inode   uint32
+}
+
+const (
+	tcpTimeWait = 6 // TCP_TIME_WAIT: never blocks a bind with SO_REUSEADDR
+	tcpSynRecv  = 3 // TCP_SYN_RECV: request sockets, not bound
+	allStates   = ^uint32(0)
+)
+
+// findHolder looks for a socket bound to spec's port and an overlapping
+// address, and for a process holding it. ok is false when sock_diag or /proc
+// tell nothing (no permission, or the holder sits in another namespace).
+func findHolder(spec Spec) (pid int, comm string, ok bool) {
+	inodes := boundInodes(spec)
+	if len(inodes) == 0 {
+		return 0, "", false
+	}
+	pid = findSocketOwner(inodes)
+	if pid == 0 {
+		return 0, "", false
+	}
+	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
+	return pid, strings.TrimSpace(string(b)), true
+}
+
+// boundInodes lists the inodes of sockets of spec's protocol whose address
+// could conflict with spec's, in both address families.
+func boundInodes(spec Spec) map[uint64]bool {
+	proto := uint8(unix.IPPROTO_TCP)
+	if spec.Network == "udp" {
+		proto = unix.IPPROTO_UDP
+	}
+	inodes := map[uint64]bool{}
+	for _, family := range []uint8{unix.AF_INET, unix.AF_INET6} {
+		msgs, err := dumpSockets(family, proto)
+		if err != nil {
+			continue
+		}
+		for _, m := range msgs {
+			if m.Inode != 0 && m.State != tcpTimeWait && m.State != tcpSynRecv && conflicts(spec.Addr, m) {
+				inodes[uint64(m.Inode)] = true
+			}
+		}
+	}
+	return inodes
+}
+
+func conflicts(want netip.AddrPort, m inetDiagMsg) bool {
+	if binary.BigEndian.Uint16(m.ID.SPort[:]) != want.Port() {
+		return false
+	}
+	var have netip.Addr
+	if m.Family == unix.AF_INET {
+		have = netip.AddrFrom4([4]byte(m.ID.Src[:4]))
+	} else {
+		have = netip.AddrFrom16(m.ID.Src)
+	}
+	a, b := want.Addr().Unmap(), have.Unmap()
+	if a == b {
+		return true
+	}
+	// A wildcard overlaps every address of its family; the IPv6 wildcard
+	// (dual-stack by default) overlaps IPv4 ones too.
+	return (a.IsUnspecified() && (a.Is6() || b.Is4())) || (b.IsUnspecified() && (b.Is6() || a.Is4()))
+}
+
+// dumpSockets asks NETLINK_SOCK_DIAG for every socket of family and proto.
+func dumpSockets(family, proto uint8) ([]inetDiagMsg, error) {
+	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, unix.NETLINK_SOCK_DIAG)
+	if err != nil {
+		return nil, os.NewSyscallError("socket NETLINK_SOCK_DIAG", err)
+	}
+	defer unix.Close(fd)
+	if err := unix.Sendto(fd, diagRequest(family, proto), 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
+		return nil, os.NewSyscallError("sendto NETLINK_SOCK_DIAG", err)
+	}
+	var out []inetDiagMsg
+	buf := make([]byte, 64<<10)
+	for {
+		n, _, err := unix.Recvfrom(fd, buf, 0)
+		if err != nil {
+			return nil, os.NewSyscallError("recvfrom NETLINK_SOCK_DIAG", err)
+		}
+		msgs, err := syscall.ParseNetlinkMessage(buf[:n])
+		if err != nil {
+			return nil, fmt.Errorf("parse sock_diag answer: %w", err)
+		}
+		for _, m := range msgs {
+			switch m.Header.Type {
+			case unix.NLMSG_DONE, unix.NLMSG_ERROR:
+				return out, nil
+			}
+			var d inetDiagMsg
+			if binary.Read(bytes.NewReader(m.Data), binary.NativeEndian, &d) == nil {
+				out = append(out, d)
+			}
+		}
+	}
+}
+
+func diagRequest(family, proto uint8) []byte {
+	req := inetDiagReqV2{Family: family, Protocol: proto, States: allStates}
+	hdr := unix.NlMsghdr{
+		Len:   uint32(unix.SizeofNlMsghdr + binary.Size(req)),
+		Type:  unix.SOCK_DIAG_BY_FAMILY,
+		Flags: unix.NLM_F_REQUEST | unix.NLM_F_DUMP,
+		Seq:   1,
+	}
+	var b bytes.Buffer
+	binary.Write(&b, binary.NativeEndian, hdr)
+	binary.Write(&b, binary.NativeEndian, req)
+	return b.Bytes()
+}
+
+// findSocketOwner returns a pid that has one of inodes open, or 0. Another
+// process is preferred over this one, whose own reuseport listeners on the
+// address may be among inodes.
+func findSocketOwner(inodes map[uint64]bool) int {
+	self, found := os.Getpid(), 0
+	procs, _ := os.ReadDir("/proc")
+	for _, p := range procs {
+		pid, err := strconv.Atoi(p.Name())
+		if err != nil || !holdsSocket(pid, inodes) {
+			continue
+		}
+		if pid != self {
+			return pid
+		}
+		found = pid
+	}
+	return found
+}
+
+func holdsSocket(pid int, inodes map[uint64]bool) bool {
+	dir := filepath.Join("/proc", strconv.Itoa(pid), "fd")
+	fds, _ := os.ReadDir(dir)
+	for _, fd := range fds {
+		target, err := os.Readlink(filepath.Join(dir, fd.Name()))
+		if err != nil || !strings.HasPrefix(target, "socket:[") {
+			continue
+		}
+		ino, err := strconv.ParseUint(strings.TrimSuffix(target[len("socket:["):], "]"), 10, 64)
+		if err == nil && inodes[ino] {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,58 @@
+package demoserver
+
+import (
+	"flag"
+	"fmt"
+	"io"
+	"time"
+)
+
+// options are the command-line flags of the demo server.
+type options struct {
+	readyDelay      time.Duration
+	exitAtStart     int
+	neverReady      bool
+	crashAfterReady time.Duration
+	ignoreTerm      bool
+	graceful        bool
+	shutdownTimeout time.Duration
+}
+
+const usageText = `Usage: rpwrap serve-demo [flags]
+
+The demo HTTP server that rpwrap demo wraps. It serves on the sockets passed
+with LISTEN_FDS/LISTEN_PID (fds from 3), sends READY=1 to NOTIFY_SOCKET once
+serving, and exits 2 when no sockets were passed.
+
+  /                         200 "gen=<RPWRAP_GENERATION> pid=<pid>"
+  /slow?ms=N                waits N ms (at most 60000), then 200
+  /download?bytes=N&rate=B  sends N bytes at B bytes/s (0: unpaced)
+
+Flags:
+`
+
+// parseFlags parses args; it fails on an unknown flag or a bad value, and
+// returns flag.ErrHelp for -help, having written the usage to out.
+func parseFlags(args []string, out io.Writer) (options, error) {
+	var o options
+	fs := flag.NewFlagSet("serve-demo", flag.ContinueOnError)
+	fs.SetOutput(out)
+	fs.Usage = func() {
+		fmt.Fprint(out, usageText)
+		fs.PrintDefaults()
+	}
+	fs.DurationVar(&o.readyDelay, "ready-delay", 0, "wait `DURATION` before accepting and before READY=1 (a slow start)")
+	fs.IntVar(&o.exitAtStart, "exit-at-start", -1, "exit at once with `CODE`, before touching the sockets (a failed start); negative: off")
+	fs.BoolVar(&o.neverReady, "never-ready", false, "serve, but never send READY=1")
+	fs.DurationVar(&o.crashAfterReady, "crash-after-ready", 0, "exit 3 `DURATION` after READY=1 (a crash); 0: never")
+	fs.BoolVar(&o.ignoreTerm, "ignore-term", false, "ignore SIGTERM (a hung stop); SIGINT, SIGQUIT and SIGWINCH still stop it")
+	fs.BoolVar(&o.graceful, "graceful", true, "on SIGTERM, SIGINT, SIGQUIT or SIGWINCH stop accepting, finish requests in flight, exit 0;\nfalse: close every connection at once and exit 0")
+	fs.DurationVar(&o.shutdownTimeout, "shutdown-timeout", 60*time.Second, "give requests in flight at most `DURATION` to finish on a graceful stop, then close them and exit 1")
+	if err := fs.Parse(args); err != nil {
+		return o, err
+	}
+	if fs.NArg() > 0 {
+		return o, fmt.Errorf("unexpected argument %q: serve-demo takes flags only", fs.Arg(0))
+	}
+	return o, nil
+}

@@ -1,0 +1,171 @@
+//go:build linux
+
+package demoserver
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/coreos/go-systemd/v22/daemon"
+)
+
+// Exit codes of Main besides a flag's own.
+const (
+	exitOK      = 0
+	exitFailed  = 1 // serving failed, or a graceful stop ran out of time
+	exitUsage   = 2 // bad flags, or no sockets passed
+	exitCrashed = 3 // -crash-after-ready fired
+)
+
+// Main runs the demo server with the command-line flags args (without the
+// program or subcommand name) and returns the process's exit status: 0 after
+// a stop signal, 2 for bad flags or when no sockets were passed (LISTEN_PID
+// unset or not this process, LISTEN_FDS absent or 0, an fd that is not a
+// listening socket), 1 when serving fails or a graceful stop times out, 3 when
+// -crash-after-ready fires, and CODE for -exit-at-start CODE. It writes one
+// line to stderr when it starts serving and one for every reason it stops.
+// Main installs signal handlers for the whole process, so the caller should
+// exit with its result.
+func Main(args []string) int {
+	return run(args, os.Stderr)
+}
+
+func run(args []string, stderr io.Writer) int {
+	opts, err := parseFlags(args, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return exitOK
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "demo server: %v\n", err)
+		return exitUsage
+	}
+	if opts.exitAtStart >= 0 {
+		fmt.Fprintf(stderr, "demo server pid=%d: exiting %d at start, as -exit-at-start asks\n", os.Getpid(), opts.exitAtStart)
+		return opts.exitAtStart
+	}
+	lns, err := activatedListeners()
+	if err != nil {
+		fmt.Fprintf(stderr, "demo server: %v\n", err)
+		return exitUsage
+	}
+	return serve(opts, lns, stderr)
+}
+
+// stopSignals are the signals that stop the server; SIGTERM only when it is
+// not ignored.
+func stopSignals(opts options) []os.Signal {
+	sigs := []os.Signal{syscall.SIGINT, syscall.SIGQUIT, syscall.SIGWINCH}
+	if !opts.ignoreTerm {
+		sigs = append(sigs, syscall.SIGTERM)
+	}
+	return sigs
+}
+
+// serve runs the server on lns until a stop signal, a crash or a failure,
+// and returns the exit status.
+func serve(opts options, lns []net.Listener, stderr io.Writer) int {
+	if opts.ignoreTerm {
+		signal.Ignore(syscall.SIGTERM)
+	}
+	sigc := make(chan os.Signal, 1)
+	signal.Notify(sigc, stopSignals(opts)...)
+	defer signal.Stop(sigc)
+
+	gen := generation()
+	srv := &http.Server{
+		Handler:           newMux(gen, os.Getpid()),
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       30 * time.Second,
+	}
+	fmt.Fprintf(stderr, "demo server gen=%s pid=%d serving on %s\n", gen, os.Getpid(), listenerAddrs(lns))
+	if sig, stopped := waitStart(opts.readyDelay, sigc); stopped {
+		closeListeners(lns)
+		fmt.Fprintf(stderr, "demo server pid=%d: %v before serving, exiting\n", os.Getpid(), sig)
+		return exitOK
+	}
+	errc := make(chan error, len(lns))
+	for _, ln := range lns {
+		go func() { errc <- srv.Serve(ln) }()
+	}
+	crash := notifyReady(opts, stderr)
+	select {
+	case sig := <-sigc:
+		return stop(srv, opts, sig, stderr)
+	case err := <-errc:
+		srv.Close()
+		fmt.Fprintf(stderr, "demo server pid=%d: serve: %v\n", os.Getpid(), err)
+		return exitFailed
+	case <-crash:
+		fmt.Fprintf(stderr, "demo server pid=%d: crashing %v after ready, as -crash-after-ready asks\n", os.Getpid(), opts.crashAfterReady)
+		return exitCrashed
+	}
+}
+
+// waitStart waits out -ready-delay; connections meanwhile wait in the
+// sockets' accept queues. It reports the signal that cut it short, if any.
+func waitStart(delay time.Duration, sigc <-chan os.Signal) (os.Signal, bool) {
+	if delay <= 0 {
+		return nil, false
+	}
+	t := time.NewTimer(delay)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil, false
+	case sig := <-sigc:
+		return sig, true
+	}
+}
+
+// notifyReady sends READY=1 as sd_notify(3) describes, unless -never-ready,
+// and returns a channel that fires when -crash-after-ready is due (nil when
+// it is off). Without NOTIFY_SOCKET nothing is sent. A failed send is
+// reported on stderr and otherwise ignored: the supervisor will time out.
+func notifyReady(opts options, stderr io.Writer) <-chan time.Time {
+	if !opts.neverReady {
+		if _, err := daemon.SdNotify(false, daemon.SdNotifyReady); err != nil {
+			fmt.Fprintf(stderr, "demo server pid=%d: send READY=1 to NOTIFY_SOCKET=%s: %v\n", os.Getpid(), os.Getenv("NOTIFY_SOCKET"), err)
+		}
+	}
+	if opts.crashAfterReady <= 0 {
+		return nil
+	}
+	return time.After(opts.crashAfterReady)
+}
+
+// stop ends the server after sig: gracefully (stop accepting, let requests
+// in flight finish within -shutdown-timeout) or at once.
+func stop(srv *http.Server, opts options, sig os.Signal, stderr io.Writer) int {
+	pid := os.Getpid()
+	if !opts.graceful {
+		srv.Close()
+		fmt.Fprintf(stderr, "demo server pid=%d: %v, closed every connection at once (-graceful=false)\n", pid, sig)
+		return exitOK
+	}
+	fmt.Fprintf(stderr, "demo server pid=%d: %v, no longer accepting, finishing requests in flight\n", pid, sig)
+	ctx, cancel := context.WithTimeout(context.Background(), opts.shutdownTimeout)
+	defer cancel()
+	if err := srv.Shutdown(ctx); err != nil {
+		srv.Close()
+		fmt.Fprintf(stderr, "demo server pid=%d: requests still in flight after %v, closed them: %v\n", pid, opts.shutdownTimeout, err)
+		return exitFailed
+	}
+	return exitOK
+}
+
+// generation is RPWRAP_GENERATION, or 0 when rpwrap did not set it.
+func generation() string {
+	if g := os.Getenv("RPWRAP_GENERATION"); g != "" {
+		return g
+	}
+	return "0"
+}

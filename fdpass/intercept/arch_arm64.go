@@ -1,0 +1,7 @@
+//go:build linux && arm64
+
+package intercept
+
+import "golang.org/x/sys/unix"
+
+const nativeAuditArch = unix.AUDIT_ARCH_AARCH64

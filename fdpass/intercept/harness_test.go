@@ -1,0 +1,215 @@
+//go:build linux
+
+package intercept
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// eventTimeout bounds every wait for an event: generous, the machine is shared.
+const eventTimeout = 30 * time.Second
+
+// filtered is a child started through the shim, its notify fd received.
+type filtered struct {
+	t      *testing.T
+	cmd    *exec.Cmd
+	stdin  io.WriteCloser
+	lines  chan string
+	notify *os.File
+	icpt   *Interceptor
+	served chan error
+	cancel context.CancelFunc
+	logs   logRecorder
+	exited chan error
+}
+
+type logRecorder struct {
+	mu    sync.Mutex
+	lines []string
+}
+
+func (l *logRecorder) logf(msg string, args ...any) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.lines = append(l.lines, fmt.Sprint(append([]any{msg, " "}, args...)...))
+}
+
+// containing returns the log lines that contain every one of subs.
+func (l *logRecorder) containing(subs ...string) []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []string
+next:
+	for _, line := range l.lines {
+		for _, s := range subs {
+			if !strings.Contains(line, s) {
+				continue next
+			}
+		}
+		out = append(out, line)
+	}
+	return out
+}
+
+// startFiltered runs the test binary as shim; the shim execs argv (argv[0]
+// "self" is the test binary again, in mode next). stderr goes to errw.
+func startFiltered(t *testing.T, next string, errw io.Writer, argv ...string) *filtered {
+	t.Helper()
+	sp, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	parentEnd, childEnd := os.NewFile(uintptr(sp[0]), "parent"), os.NewFile(uintptr(sp[1]), "child")
+	defer parentEnd.Close()
+	c := &filtered{t: t, lines: make(chan string, 64), exited: make(chan error, 1)}
+	c.cmd = exec.Command("/proc/self/exe", argv...)
+	c.cmd.Env = append(withoutVar(os.Environ(), childEnv), childEnv+"=shim", nextEnv+"="+next)
+	c.cmd.ExtraFiles = []*os.File{childEnd}
+	c.cmd.Stderr = errw
+	c.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	stdout, err := c.cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.stdin, err = c.cmd.StdinPipe(); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	childEnd.Close()
+	go c.readLines(stdout)
+	t.Cleanup(c.stop)
+	if c.notify, err = Receive(parentEnd); err != nil {
+		t.Fatalf("receive notify fd: %v", err)
+	}
+	return c
+}
+
+func (c *filtered) readLines(r io.Reader) {
+	s := bufio.NewScanner(r)
+	for s.Scan() {
+		c.lines <- s.Text()
+	}
+	close(c.lines)
+	c.exited <- c.cmd.Wait()
+}
+
+// serve starts an Interceptor for managed on the child's notify fd.
+func (c *filtered) serve(managed ...Managed) {
+	ctx, cancel := context.WithCancel(context.Background())
+	c.cancel, c.served = cancel, make(chan error, 1)
+	c.icpt = New(c.notify, managed, c.logs.logf)
+	go func() { c.served <- c.icpt.Serve(ctx) }()
+}
+
+// line waits for the child's next stdout line, which must start with prefix.
+func (c *filtered) line(prefix string) string {
+	c.t.Helper()
+	select {
+	case l, ok := <-c.lines:
+		if !ok {
+			c.t.Fatalf("child exited before printing %q", prefix)
+		}
+		if !strings.HasPrefix(l, prefix) {
+			c.t.Fatalf("child printed %q, want a line starting with %q", l, prefix)
+		}
+		return l
+	case <-time.After(eventTimeout):
+		c.t.Fatalf("child printed nothing within %v, want %q", eventTimeout, prefix)
+	}
+	return ""
+}
+
+// wait waits for the child's exit and for Serve to return on POLLHUP.
+func (c *filtered) wait() error {
+	c.t.Helper()
+	var err error
+	select {
+	case err = <-c.exited:
+		c.exited <- err
+	case <-time.After(eventTimeout):
+		c.t.Fatalf("child did not exit within %v", eventTimeout)
+	}
+	if c.served != nil {
+		select {
+		case serr := <-c.served:
+			c.served <- serr
+			if serr != nil {
+				c.t.Errorf("Serve after the child exited = %v, want nil (POLLHUP)", serr)
+			}
+		case <-time.After(eventTimeout):
+			c.t.Errorf("Serve did not return within %v after the child exited", eventTimeout)
+		}
+	}
+	return err
+}
+
+func (c *filtered) stop() {
+	c.cmd.Process.Kill()
+	for range c.lines { // drain until readLines has reaped the child
+	}
+	if c.cancel != nil {
+		c.cancel()
+		<-c.served
+	}
+	if c.notify != nil {
+		c.notify.Close()
+	}
+	c.stdin.Close()
+}
+
+// newManagedTCP makes a socket as rpwrap does: SO_REUSEPORT, bound to
+// 127.0.0.1 on a port the kernel picks, listening.
+func newManagedTCP(t testing.TB) (Managed, uint64) {
+	t.Helper()
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, unix.IPPROTO_TCP)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := os.NewFile(uintptr(fd), "managed")
+	t.Cleanup(func() { f.Close() })
+	must(t, unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEPORT, 1))
+	must(t, unix.Bind(fd, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}))
+	must(t, unix.Listen(fd, 128))
+	sa, err := unix.Getsockname(fd)
+	must(t, err)
+	ino, err := inode(fd)
+	must(t, err)
+	ap := netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, 1}), uint16(sa.(*unix.SockaddrInet4).Port))
+	return Managed{Network: "tcp", Addr: ap, File: f}, ino
+}
+
+func must(t testing.TB, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// fdInode is the socket inode that fd of pid refers to, or 0.
+func fdInode(pid, fd int) uint64 {
+	target, _ := os.Readlink(fmt.Sprintf("/proc/%d/fd/%d", pid, fd))
+	var ino uint64
+	fmt.Sscanf(target, "socket:[%d]", &ino)
+	return ino
+}
+
+func execSelf(mode string, args ...string) *exec.Cmd {
+	cmd := exec.Command("/proc/self/exe", args...)
+	cmd.Env = append(withoutVar(os.Environ(), childEnv), childEnv+"="+mode)
+	return cmd
+}

@@ -24,7 +24,7 @@ const eventTimeout = 30 * time.Second
 
 // filtered is a child started through the shim, its notify fd received.
 type filtered struct {
-	t      *testing.T
+	t      testing.TB
 	cmd    *exec.Cmd
 	stdin  io.WriteCloser
 	lines  chan string
@@ -44,7 +44,11 @@ type logRecorder struct {
 func (l *logRecorder) logf(msg string, args ...any) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	l.lines = append(l.lines, fmt.Sprint(append([]any{msg, " "}, args...)...))
+	line := msg
+	for k := 0; k+1 < len(args); k += 2 {
+		line += fmt.Sprintf(" %v=%v", args[k], args[k+1])
+	}
+	l.lines = append(l.lines, line)
 }
 
 // containing returns the log lines that contain every one of subs.
@@ -66,7 +70,12 @@ next:
 
 // startFiltered runs the test binary as shim; the shim execs argv (argv[0]
 // "self" is the test binary again, in mode next). stderr goes to errw.
-func startFiltered(t *testing.T, next string, errw io.Writer, argv ...string) *filtered {
+func startFiltered(t testing.TB, next string, errw io.Writer, argv ...string) *filtered {
+	return startFilteredEnv(t, nil, next, errw, argv...)
+}
+
+// startFilteredEnv is startFiltered with env added to the child's.
+func startFilteredEnv(t testing.TB, env []string, next string, errw io.Writer, argv ...string) *filtered {
 	t.Helper()
 	sp, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
@@ -77,6 +86,7 @@ func startFiltered(t *testing.T, next string, errw io.Writer, argv ...string) *f
 	c := &filtered{t: t, lines: make(chan string, 64), exited: make(chan error, 1)}
 	c.cmd = exec.Command("/proc/self/exe", argv...)
 	c.cmd.Env = append(withoutVar(os.Environ(), childEnv), childEnv+"=shim", nextEnv+"="+next)
+	c.cmd.Env = append(c.cmd.Env, env...)
 	c.cmd.ExtraFiles = []*os.File{childEnd}
 	c.cmd.Stderr = errw
 	c.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}

@@ -1,0 +1,195 @@
+//go:build linux
+
+package supervisor
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// The control protocol: the client sends one JSON Request on a line, the
+// supervisor answers one JSON Response on a line and closes.
+
+// Request is a control command.
+type Request struct {
+	Command string `json:"command"` // "restart" or "status"
+}
+
+// Response answers a Request. Error is set when the command failed; for a
+// restart that was rolled back, Restart says why too.
+type Response struct {
+	OK      bool           `json:"ok"`
+	Error   string         `json:"error,omitempty"`
+	Restart *RestartResult `json:"restart,omitempty"`
+	Status  *Status        `json:"status,omitempty"`
+}
+
+// maxRequest bounds a control request line.
+const maxRequest = 4096
+
+// ParseRequest decodes one control request line.
+func ParseRequest(b []byte) (Request, error) {
+	var r Request
+	if len(b) > maxRequest {
+		return r, fmt.Errorf("control request longer than %d bytes", maxRequest)
+	}
+	if err := json.Unmarshal(b, &r); err != nil {
+		return r, fmt.Errorf("control request: %w", err)
+	}
+	switch r.Command {
+	case "restart", "status":
+		return r, nil
+	}
+	return r, fmt.Errorf("control request: unknown command %q (want restart or status)", r.Command)
+}
+
+type controlServer struct {
+	l    *net.UnixListener
+	path string
+	s    *Supervisor
+}
+
+// listenControl creates the control socket at path: mode 0600 in a
+// directory of mode 0700 (created if missing). It refuses to replace the
+// socket of another rpwrap that still answers.
+func listenControl(path string, s *Supervisor) (*controlServer, error) {
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("create control directory: %w", err)
+	}
+	if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
+		c.Close()
+		return nil, fmt.Errorf("control socket %s is in use by another rpwrap: give this one its own with --control PATH", path)
+	}
+	os.Remove(path) // a stale socket of an rpwrap that is gone
+	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	if err != nil {
+		return nil, fmt.Errorf("create control socket: %w", err)
+	}
+	if err := os.Chmod(path, 0o600); err != nil {
+		l.Close()
+		return nil, fmt.Errorf("create control socket: %w", err)
+	}
+	return &controlServer{l: l, path: path, s: s}, nil
+}
+
+func (c *controlServer) serve() {
+	for {
+		conn, err := c.l.AcceptUnix()
+		if err != nil {
+			return
+		}
+		go c.handle(conn)
+	}
+}
+
+func (c *controlServer) close() {
+	c.l.Close() // removes the socket file too
+}
+
+// handle serves one client, after checking with SO_PEERCRED that it runs as
+// rpwrap's own user or as root.
+func (c *controlServer) handle(conn *net.UnixConn) {
+	defer conn.Close()
+	reply := func(r Response) { json.NewEncoder(conn).Encode(r) }
+	if err := checkPeer(conn); err != nil {
+		reply(Response{Error: err.Error()})
+		return
+	}
+	conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	line, err := bufio.NewReader(&limitReader{conn, maxRequest + 1}).ReadBytes('\n')
+	if err != nil && !errors.Is(err, os.ErrDeadlineExceeded) && len(line) == 0 {
+		return
+	}
+	req, err := ParseRequest(line)
+	if err != nil {
+		reply(Response{Error: err.Error()})
+		return
+	}
+	conn.SetReadDeadline(time.Time{})
+	switch req.Command {
+	case "status":
+		st := c.s.Status()
+		reply(Response{OK: true, Status: &st})
+	case "restart":
+		r, err := c.s.Restart(context.Background())
+		resp := Response{OK: err == nil, Restart: &r}
+		if err != nil {
+			resp.Error = err.Error()
+		}
+		reply(resp)
+	}
+}
+
+// checkPeer refuses a peer that is neither root nor rpwrap's own user.
+func checkPeer(conn *net.UnixConn) error {
+	rc, err := conn.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var cred *unix.Ucred
+	var credErr error
+	rc.Control(func(fd uintptr) {
+		cred, credErr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
+	})
+	if credErr != nil {
+		return fmt.Errorf("read peer credentials: %w", credErr)
+	}
+	if cred.Uid != 0 && int(cred.Uid) != os.Geteuid() {
+		return fmt.Errorf("permission denied: uid %d may not control this rpwrap (only uid %d and root)", cred.Uid, os.Geteuid())
+	}
+	return nil
+}
+
+type limitReader struct {
+	c *net.UnixConn
+	n int
+}
+
+func (l *limitReader) Read(p []byte) (int, error) {
+	if l.n <= 0 {
+		return 0, errors.New("control request too long")
+	}
+	if len(p) > l.n {
+		p = p[:l.n]
+	}
+	n, err := l.c.Read(p)
+	l.n -= n
+	return n, err
+}
+
+// Call sends one request to the control socket at path and returns the
+// response. It fails when no rpwrap listens there, with a message that
+// names the path.
+func Call(ctx context.Context, path string, req Request) (Response, error) {
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, "unix", path)
+	if err != nil {
+		if errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ECONNREFUSED) {
+			return Response{}, fmt.Errorf("no rpwrap answers on %s (is it running? is --control the same?): %w", path, err)
+		}
+		return Response{}, fmt.Errorf("connect to rpwrap at %s: %w", path, err)
+	}
+	defer conn.Close()
+	if dl, ok := ctx.Deadline(); ok {
+		conn.SetDeadline(dl)
+	}
+	if err := json.NewEncoder(conn).Encode(req); err != nil {
+		return Response{}, fmt.Errorf("send to rpwrap at %s: %w", path, err)
+	}
+	var resp Response
+	if err := json.NewDecoder(conn).Decode(&resp); err != nil {
+		return Response{}, fmt.Errorf("read answer of rpwrap at %s: %w", path, err)
+	}
+	return resp, nil
+}

@@ -1,0 +1,163 @@
+//go:build linux
+
+package supervisor
+
+import (
+	"errors"
+	"os"
+	"os/signal"
+	"sync"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// Exit is how a child process ended.
+type Exit struct {
+	Pid    int
+	Status unix.WaitStatus
+}
+
+// Code is the exit status a wrapper reports for this child, as a shell
+// does: the exit code, or 128+signal when a signal killed it.
+func (e Exit) Code() int {
+	if e.Status.Signaled() {
+		return 128 + int(e.Status.Signal())
+	}
+	return e.Status.ExitStatus()
+}
+
+// String describes the exit for a log line: "exit status 3" or "killed by
+// signal terminated".
+func (e Exit) String() string {
+	if e.Status.Signaled() {
+		return "killed by signal " + e.Status.Signal().String()
+	}
+	return "exit status " + itoa(e.Status.ExitStatus())
+}
+
+// reaper is the single place where rpwrap waits for children. A wait4(-1)
+// beside exec.Cmd.Wait would steal exit statuses, so every child rpwrap
+// starts goes through start, and every status, including those of orphans
+// re-parented to rpwrap as PID 1 or subreaper, is collected here and handed
+// to whoever waits for that pid.
+type reaper struct {
+	mu      sync.Mutex
+	waiting map[int]chan Exit // pid -> buffered(1), closed never
+	sigs    chan os.Signal
+	spawn   chan spawnReq
+	done    chan struct{}
+}
+
+type spawnReq struct {
+	fn    func() (int, error)
+	reply chan spawnRes
+}
+
+type spawnRes struct {
+	pid  int
+	exit chan Exit
+	err  error
+}
+
+// newReaper makes rpwrap a child subreaper, so that orphans of its servers
+// are re-parented to it and reaped, and starts reaping on SIGCHLD.
+func newReaper() (*reaper, error) {
+	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
+		return nil, os.NewSyscallError("prctl(PR_SET_CHILD_SUBREAPER)", err)
+	}
+	r := &reaper{
+		waiting: map[int]chan Exit{},
+		sigs:    make(chan os.Signal, 1),
+		spawn:   make(chan spawnReq),
+		done:    make(chan struct{}),
+	}
+	signal.Notify(r.sigs, syscall.SIGCHLD)
+	go r.loop()
+	go r.spawner()
+	return r, nil
+}
+
+func (r *reaper) loop() {
+	for {
+		select {
+		case <-r.done:
+			return
+		case <-r.sigs:
+			r.reap()
+		}
+	}
+}
+
+// reap collects every exited child without blocking.
+func (r *reaper) reap() {
+	for {
+		var ws unix.WaitStatus
+		pid, err := unix.Wait4(-1, &ws, unix.WNOHANG, nil)
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		if err != nil || pid <= 0 {
+			return // ECHILD: no child left; 0: none exited yet
+		}
+		if ws.Stopped() || ws.Continued() {
+			continue
+		}
+		r.mu.Lock()
+		ch, ok := r.waiting[pid]
+		delete(r.waiting, pid)
+		r.mu.Unlock()
+		if ok {
+			ch <- Exit{Pid: pid, Status: ws}
+		}
+	}
+}
+
+// spawner runs on an OS thread that it locks and never releases, so the
+// thread lives as long as rpwrap. PR_SET_PDEATHSIG fires when the thread
+// that forked a child exits, not the process: forking from a Go thread
+// that may later be destroyed would kill the server at a random moment.
+func (r *reaper) spawner() {
+	lockOSThreadForever()
+	for {
+		select {
+		case <-r.done:
+			return
+		case req := <-r.spawn:
+			req.reply <- r.startLocked(req.fn)
+		}
+	}
+}
+
+// startLocked runs fn, which forks, while the reaper cannot dispatch, so a
+// child that exits at once still finds its waiter.
+func (r *reaper) startLocked(fn func() (int, error)) spawnRes {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	pid, err := fn()
+	if err != nil {
+		return spawnRes{err: err}
+	}
+	ch := make(chan Exit, 1)
+	r.waiting[pid] = ch
+	return spawnRes{pid: pid, exit: ch}
+}
+
+// start forks a child with fn on the spawner thread and returns its pid and
+// a channel that receives its exit exactly once.
+func (r *reaper) start(fn func() (int, error)) (int, <-chan Exit, error) {
+	reply := make(chan spawnRes, 1)
+	select {
+	case r.spawn <- spawnReq{fn: fn, reply: reply}:
+	case <-r.done:
+		return 0, nil, errors.New("start process: supervisor is closed")
+	}
+	res := <-reply
+	return res.pid, res.exit, res.err
+}
+
+// close stops reaping. Children still running are not waited for.
+func (r *reaper) close() {
+	signal.Stop(r.sigs)
+	close(r.done)
+}

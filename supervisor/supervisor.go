@@ -1,0 +1,469 @@
+//go:build linux
+
+package supervisor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/rpwrap/rpwrap/bpf"
+	"github.com/rpwrap/rpwrap/fdpass"
+)
+
+// Supervisor runs one server, generation after generation, on sockets it
+// owns.
+type Supervisor struct {
+	cfg     Config
+	groups  []*group
+	reaper  *reaper
+	control *controlServer
+
+	exits    chan *generation // a generation's main process ended
+	triggers chan chan<- RestartResult
+	quit     chan struct{} // closed when Run returns
+	ready    chan struct{} // closed when the first generation is serving
+
+	mu         sync.Mutex
+	gens       []*generation // live generations, oldest first
+	active     *generation
+	nextGen    int
+	restarts   int
+	rolledBack int
+	last       *RestartResult
+}
+
+// New checks cfg, opens the first generation's sockets (or takes the ones
+// systemd passed) and attaches a selector to each group. It starts no
+// process. On error it leaves no socket and no BPF object behind; errors from
+// opening sockets carry the kernel's errno (errors.Is(err,
+// syscall.EADDRINUSE)) and a message for the operator.
+func New(cfg Config) (_ *Supervisor, err error) {
+	cfg.setDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(cfg.RuntimeDir, 0o700); err != nil {
+		return nil, fmt.Errorf("create runtime directory: %w", err)
+	}
+	s := &Supervisor{
+		cfg:      cfg,
+		exits:    make(chan *generation),
+		triggers: make(chan chan<- RestartResult),
+		quit:     make(chan struct{}),
+		ready:    make(chan struct{}),
+		nextGen:  1,
+	}
+	first := &generation{n: 1, state: StateStarting}
+	defer func() {
+		if err != nil {
+			s.closeGroups(first)
+		}
+	}()
+	listeners := cfg.Adopted
+	if len(listeners) == 0 {
+		for _, spec := range cfg.Listen {
+			l, err := fdpass.Listen(spec, cfg.Backlog)
+			if err != nil {
+				return nil, err
+			}
+			listeners = append(listeners, l)
+		}
+	}
+	for _, l := range listeners {
+		first.listeners = append(first.listeners, l)
+		sel, err := bpf.New(l, cfg.Selector)
+		if err != nil {
+			return nil, fmt.Errorf("attach selector to %s: %w", l.Spec(), err)
+		}
+		s.groups = append(s.groups, &group{spec: l.Spec(), sel: sel})
+		first.slots = append(first.slots, sel.Active())
+	}
+	s.gens = []*generation{first}
+	if cfg.ControlPath != "" {
+		if s.control, err = listenControl(cfg.ControlPath, s); err != nil {
+			return nil, err
+		}
+	}
+	return s, nil
+}
+
+// closeGroups frees every selector and closes g's sockets.
+func (s *Supervisor) closeGroups(g *generation) {
+	for _, l := range g.listeners {
+		l.Close()
+	}
+	for _, grp := range s.groups {
+		grp.sel.Close()
+	}
+}
+
+// Flavour reports the selector flavour in use: ebpf or cbpf.
+func (s *Supervisor) Flavour() bpf.Flavour {
+	if len(s.groups) == 0 {
+		return ""
+	}
+	return s.groups[0].sel.Flavour()
+}
+
+// Listeners reports the addresses served, with port 0 resolved.
+func (s *Supervisor) Listeners() []fdpass.Spec {
+	specs := make([]fdpass.Spec, len(s.groups))
+	for i, g := range s.groups {
+		specs[i] = g.spec
+	}
+	return specs
+}
+
+// Run starts the first generation, waits until it is ready, and then
+// serves: it forwards signals, restarts on SIGHUP and on control requests,
+// and returns the exit status rpwrap should exit with (see ExitStatus in
+// the package documentation) once the server has stopped. Run may be called
+// once; it releases every socket, selector and the control socket before it
+// returns.
+func (s *Supervisor) Run(ctx context.Context) int {
+	var err error
+	if s.reaper, err = newReaper(); err != nil {
+		s.cfg.Log.Error("cannot supervise children", "err", err)
+		s.closeGroups(s.gens[0])
+		return 1
+	}
+	sigs := make(chan os.Signal, 16)
+	signal.Notify(sigs, forwardedSignals()...)
+	defer signal.Stop(sigs)
+	defer s.reaper.close()
+	defer close(s.quit)
+	if s.control != nil {
+		go s.control.serve()
+		defer s.control.close()
+	}
+	defer s.release()
+
+	first := s.gens[0]
+	s.nextGen = 2
+	if err := s.spawn(first); err != nil {
+		s.cfg.Log.Error("cannot start the server", "err", err)
+		return exitCodeFor(err)
+	}
+	first.log.Info("started", "command", s.cfg.Argv)
+	return s.loop(ctx, sigs, first)
+}
+
+// loop is the supervisor's event loop. Restarts run on their own goroutine;
+// everything that changes which generation is active happens here or under
+// s.mu.
+func (s *Supervisor) loop(ctx context.Context, sigs chan os.Signal, first *generation) int {
+	firstReady := make(chan error, 1)
+	go func() { firstReady <- s.waitReady(ctx, first) }()
+
+	rctx, cancelRestarts := context.WithCancel(ctx)
+	defer cancelRestarts()
+	var (
+		restartDone = make(chan restartOutcome, 1)
+		running     bool
+		pending     []chan<- RestartResult
+		backoff     = newBackoff()
+	)
+	startRestart := func(waiters []chan<- RestartResult) {
+		running = true
+		go func() { restartDone <- restartOutcome{s.restart(rctx), waiters} }()
+	}
+	for {
+		select {
+		case err := <-firstReady:
+			firstReady = nil
+			if err != nil {
+				first.log.Error("not ready", "err", err)
+				s.stop(first, time.Second)
+				if first.exit.Status.Exited() || first.exit.Status.Signaled() {
+					if code := first.exit.Code(); code != 0 && !s.cfg.RestartOnFailure {
+						return code
+					}
+				}
+				return 1
+			}
+			s.activate(first)
+			close(s.ready)
+			first.log.Info("ready", "after", time.Since(first.started).Round(time.Millisecond), "selector", s.Flavour())
+			s.notifyReady()
+		case sig := <-sigs:
+			switch sig {
+			case syscall.SIGHUP:
+				s.cfg.Log.Info("SIGHUP: restart requested")
+				if running {
+					pending = append(pending, nil)
+				} else {
+					startRestart(nil)
+				}
+			case syscall.SIGTERM, syscall.SIGINT:
+				cancelRestarts()
+				return s.shutdown(sig, running, restartDone)
+			default:
+				if a := s.current(); a != nil {
+					signalProcess(a.pid, sig.(syscall.Signal))
+				}
+			}
+		case reply := <-s.triggers:
+			if running {
+				pending = append(pending, reply)
+			} else {
+				startRestart([]chan<- RestartResult{reply})
+			}
+		case out := <-restartDone:
+			running = false
+			for _, w := range out.waiters {
+				if w != nil {
+					w <- out.result
+				}
+			}
+			if len(pending) > 0 {
+				startRestart(pending)
+				pending = nil
+			} else if a := s.current(); a != nil && a.exited() {
+				if code, stop := s.activeDied(ctx, a, backoff); stop {
+					return code
+				}
+			}
+		case g := <-s.exits:
+			g.log.Info("exited", "exit", g.exit.String())
+			if g != s.current() || running || s.stateOf(g) == StateStopped {
+				continue // a restart or a stop is taking care of it
+			}
+			if code, stop := s.activeDied(ctx, g, backoff); stop {
+				return code
+			}
+		case <-ctx.Done():
+			cancelRestarts()
+			return s.shutdown(syscall.SIGTERM, running, restartDone)
+		}
+	}
+}
+
+type restartOutcome struct {
+	result  RestartResult
+	waiters []chan<- RestartResult
+}
+
+// activeDied handles the end of the generation that was serving: rpwrap
+// exits with its status, or with --restart-on-failure starts a fresh
+// generation on the same sockets, which kept queueing connections meanwhile.
+func (s *Supervisor) activeDied(ctx context.Context, g *generation, b *backoff) (int, bool) {
+	killGroup(g.pid)
+	if !s.cfg.RestartOnFailure {
+		g.log.Error("server exited; rpwrap exits with its status", "exit", g.exit.String())
+		s.setState(g, StateStopped)
+		return g.exit.Code(), true
+	}
+	for {
+		wait := b.next()
+		g.log.Warn("server exited; starting a new generation on the same sockets", "exit", g.exit.String(), "backoff", wait)
+		select {
+		case <-time.After(wait):
+		case <-ctx.Done():
+			return g.exit.Code(), true
+		}
+		ng, err := s.respawn(ctx, g)
+		if err == nil {
+			s.activate(ng)
+			ng.log.Info("ready")
+			return 0, false
+		}
+		s.cfg.Log.Error("respawn failed", "err", err)
+		g = ng
+	}
+}
+
+// respawn starts a new generation on the sockets of g, which died.
+func (s *Supervisor) respawn(ctx context.Context, g *generation) (*generation, error) {
+	s.mu.Lock()
+	ng := &generation{n: s.nextGen, state: StateStarting, listeners: g.listeners, slots: g.slots}
+	s.nextGen++
+	s.gens = append(s.gens, ng)
+	s.removeLocked(g)
+	s.mu.Unlock()
+	g.listeners, g.slots = nil, nil
+	if err := s.spawn(ng); err != nil {
+		return ng, err
+	}
+	if err := s.waitReady(ctx, ng); err != nil {
+		killGroup(ng.pid)
+		<-ng.done
+		return ng, err
+	}
+	return ng, nil
+}
+
+// shutdown stops every generation, the one being replaced first, then the
+// active one, and returns the active generation's exit status.
+func (s *Supervisor) shutdown(sig os.Signal, running bool, restartDone chan restartOutcome) int {
+	s.cfg.Log.Info("stopping", "signal", sig)
+	if s.cfg.Notifier != nil {
+		s.cfg.Notifier.Stopping()
+	}
+	if running {
+		out := <-restartDone // its context is cancelled: it ends early
+		for _, w := range out.waiters {
+			if w != nil {
+				w <- out.result
+			}
+		}
+	}
+	active := s.current()
+	for _, g := range s.liveGenerations() {
+		if g != active {
+			s.stop(g, s.cfg.StopTimeout)
+		}
+	}
+	if active == nil {
+		return 1
+	}
+	s.stop(active, s.cfg.StopTimeout)
+	return active.exit.Code()
+}
+
+// release closes every socket and selector rpwrap still holds.
+func (s *Supervisor) release() {
+	s.mu.Lock()
+	gens := s.gens
+	s.gens = nil
+	s.mu.Unlock()
+	for _, g := range gens {
+		if g.pid != 0 && !g.exited() {
+			killGroup(g.pid)
+			<-g.done
+		}
+		for _, l := range g.listeners {
+			l.Close()
+		}
+	}
+	for _, grp := range s.groups {
+		grp.sel.Close()
+	}
+}
+
+// Ready returns a channel that is closed once the first generation is
+// ready and receives every new connection. It is never closed when the first
+// generation fails: wait for Run to return as well.
+func (s *Supervisor) Ready() <-chan struct{} { return s.ready }
+
+// Done returns a channel that is closed when Run has returned.
+func (s *Supervisor) Done() <-chan struct{} { return s.quit }
+
+// Active returns the number and pid of the generation that receives new
+// connections, or zeros before the first is ready.
+func (s *Supervisor) Active() (generation, pid int) {
+	if g := s.current(); g != nil {
+		return g.n, g.pid
+	}
+	return 0, 0
+}
+
+// Restart asks the running supervisor for a restart and waits for its
+// result. A request during a restart is queued; all requests queued during
+// one restart are served by the single restart that follows it.
+func (s *Supervisor) Restart(ctx context.Context) (RestartResult, error) {
+	reply := make(chan RestartResult, 1)
+	select {
+	case s.triggers <- reply:
+	case <-s.quit:
+		return RestartResult{}, errors.New("restart: rpwrap is stopping")
+	case <-ctx.Done():
+		return RestartResult{}, ctx.Err()
+	}
+	select {
+	case r := <-reply:
+		if r.Error != "" {
+			return r, errors.New(r.Error)
+		}
+		return r, nil
+	case <-ctx.Done():
+		return RestartResult{}, ctx.Err()
+	}
+}
+
+func (s *Supervisor) current() *generation {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.active
+}
+
+func (s *Supervisor) activate(g *generation) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.active != nil && s.active != g && s.active.state == StateActive {
+		s.active.state = StateDraining
+	}
+	s.active = g
+	g.state = StateActive
+}
+
+func (s *Supervisor) setState(g *generation, st State) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	g.state = st
+	if st == StateStopped {
+		s.removeLocked(g)
+	}
+}
+
+func (s *Supervisor) stateOf(g *generation) State {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return g.state
+}
+
+func (s *Supervisor) removeLocked(g *generation) {
+	for i, x := range s.gens {
+		if x == g {
+			s.gens = append(s.gens[:i:i], s.gens[i+1:]...)
+			return
+		}
+	}
+}
+
+func (s *Supervisor) liveGenerations() []*generation {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]*generation(nil), s.gens...)
+}
+
+func (s *Supervisor) notifyReady() {
+	if s.cfg.Notifier == nil {
+		return
+	}
+	s.cfg.Notifier.Ready()
+	if a := s.current(); a != nil {
+		s.cfg.Notifier.Status("serving: generation %d (pid %d), %d restarts, %d rolled back", a.n, a.pid, s.restarts, s.rolledBack)
+	}
+}
+
+// exitCodeFor maps a start error to a shell-like exit status.
+func exitCodeFor(err error) int {
+	switch {
+	case errors.Is(err, fdpass.ErrNotFound):
+		return 127
+	case errors.Is(err, fdpass.ErrNotExecutable):
+		return 126
+	}
+	return 1
+}
+
+// backoff yields exponentially growing waits between respawns.
+type backoff struct{ d time.Duration }
+
+func newBackoff() *backoff { return &backoff{} }
+
+func (b *backoff) next() time.Duration {
+	switch {
+	case b.d == 0:
+		b.d = 100 * time.Millisecond
+	case b.d < 10*time.Second:
+		b.d *= 2
+	}
+	return b.d
+}

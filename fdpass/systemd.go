@@ -90,8 +90,8 @@ func parseListenEnv(env sdEnv) ([]string, error) {
 	return fdNames(env.getenv("LISTEN_FDNAMES"), n)
 }
 
-// maxListenFDs bounds LISTEN_FDS well above any fd limit a unit could set.
-const maxListenFDs = 1 << 20
+// maxListenFDs bounds LISTEN_FDS far above what a .socket unit passes.
+const maxListenFDs = 1 << 16
 
 func fdNames(value string, n int) ([]string, error) {
 	names := make([]string, n)

@@ -1,0 +1,205 @@
+//go:build linux
+
+package main
+
+import (
+	"flag"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+)
+
+// options are the wrapper's flags, each also read from RPWRAP_<NAME>
+// (upper case, dashes as underscores); a flag on the command line wins.
+type options struct {
+	listen           listFlag
+	pass             string
+	selector         string
+	ready            string
+	readyTimeout     time.Duration
+	stopSignal       string
+	stopTimeout      time.Duration
+	drainTimeout     time.Duration
+	drainStall       time.Duration
+	shutdownAtFlip   bool
+	restartOnFailure bool
+	backlog          int
+	control          string
+	logFormat        string
+	logLevel         string
+	version          bool
+	help             bool
+}
+
+// listFlag is a repeatable flag; from the environment it takes a
+// comma-separated list.
+type listFlag []string
+
+func (l *listFlag) String() string     { return strings.Join(*l, ",") }
+func (l *listFlag) Set(v string) error { *l = append(*l, v); return nil }
+
+func newFlagSet(o *options, out io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet("rpwrap", flag.ContinueOnError)
+	fs.SetOutput(out)
+	fs.Var(&o.listen, "listen", "")
+	fs.Var(&o.listen, "l", "")
+	fs.StringVar(&o.pass, "pass", "listen-fds", "")
+	fs.StringVar(&o.selector, "selector", "auto", "")
+	fs.StringVar(&o.ready, "ready", "accept", "")
+	fs.DurationVar(&o.readyTimeout, "ready-timeout", 60*time.Second, "")
+	fs.StringVar(&o.stopSignal, "stop-signal", "TERM", "")
+	fs.StringVar(&o.stopSignal, "s", "TERM", "")
+	fs.DurationVar(&o.stopTimeout, "stop-timeout", 30*time.Second, "")
+	fs.DurationVar(&o.drainTimeout, "drain-timeout", 30*time.Second, "")
+	fs.DurationVar(&o.drainStall, "drain-stall", 500*time.Millisecond, "")
+	fs.BoolVar(&o.shutdownAtFlip, "shutdown-at-flip", false, "")
+	fs.BoolVar(&o.restartOnFailure, "restart-on-failure", false, "")
+	fs.IntVar(&o.backlog, "backlog", 4096, "")
+	fs.StringVar(&o.control, "control", "", "")
+	fs.StringVar(&o.logFormat, "log-format", "text", "")
+	fs.StringVar(&o.logLevel, "log-level", "info", "")
+	fs.BoolVar(&o.version, "version", false, "")
+	fs.BoolVar(&o.help, "help", false, "")
+	fs.BoolVar(&o.help, "h", false, "")
+	fs.Usage = func() {}
+	return fs
+}
+
+// envName is the environment variable that sets flag name.
+func envName(name string) string {
+	return "RPWRAP_" + strings.ToUpper(strings.ReplaceAll(name, "-", "_"))
+}
+
+// parseOptions reads the environment, then args, and returns the command
+// that follows the flags (after an optional "--").
+func parseOptions(e env, args []string) (*options, []string, error) {
+	o := &options{}
+	fs := newFlagSet(o, io.Discard)
+	var fromEnv error
+	fs.VisitAll(func(f *flag.Flag) {
+		if len(f.Name) == 1 || f.Name == "help" || f.Name == "version" {
+			return
+		}
+		v := e.getenv(envName(f.Name))
+		if v == "" || fromEnv != nil {
+			return
+		}
+		vals := []string{v}
+		if f.Name == "listen" {
+			vals = strings.FieldsFunc(v, func(r rune) bool { return r == ',' || r == ' ' })
+		}
+		for _, val := range vals {
+			if err := fs.Set(f.Name, val); err != nil {
+				fromEnv = fmt.Errorf("%s=%q: %w", envName(f.Name), v, err)
+			}
+		}
+	})
+	if fromEnv != nil {
+		return nil, nil, fromEnv
+	}
+	if e.getenv("RPWRAP_LISTEN") != "" && hasFlag(args, "listen", "l") {
+		o.listen = nil // the command line replaces the environment's list
+	}
+	if err := fs.Parse(args); err != nil {
+		return nil, nil, err
+	}
+	return o, fs.Args(), nil
+}
+
+// hasFlag reports whether args, up to "--", set one of the named flags.
+func hasFlag(args []string, names ...string) bool {
+	for _, a := range args {
+		if a == "--" {
+			return false
+		}
+		for _, n := range names {
+			if a == "-"+n || a == "--"+n || strings.HasPrefix(a, "-"+n+"=") || strings.HasPrefix(a, "--"+n+"=") {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+const usage = `rpwrap — zero-downtime restarts for any Linux network server
+
+Usage:
+  rpwrap [FLAGS] -- COMMAND [ARGS...]    run COMMAND on sockets rpwrap owns
+  rpwrap ctl restart|status [--json]     control a running rpwrap
+  rpwrap demo [FLAGS]                    restarts under load, on a built-in server
+  rpwrap --version
+
+rpwrap opens the listening sockets itself (SO_REUSEPORT), passes them to
+COMMAND with systemd socket activation (LISTEN_FDS, LISTEN_FDNAMES, LISTEN_PID;
+fds 3, 4, ... in --listen order) and stays its parent. On SIGHUP or
+'rpwrap ctl restart' it starts a new COMMAND on new sockets in the same
+reuseport groups, waits until it is ready, flips an eBPF selector so that every
+new connection goes to it, then drains and stops the old one. Connections
+still queued on the old socket are migrated by the kernel, not reset. A restart
+that fails (the new process exits or is not ready in time) is rolled back: the
+old process keeps serving.
+
+Run it from a shell:
+  rpwrap --listen :8080 -- ./myserver
+  kill -HUP $(pidof rpwrap)          # or: rpwrap ctl restart
+
+Run it from systemd (Type=notify-reload; rpwrap stays MAINPID):
+  [Service]
+  Type=notify-reload
+  RuntimeDirectory=rpwrap
+  ExecStart=/usr/local/bin/rpwrap --listen :80 --stop-signal WINCH -- /usr/sbin/apache2 -DFOREGROUND
+  ExecReload=/usr/local/bin/rpwrap ctl restart
+
+Run it as a container's ENTRYPOINT (it does PID 1's duties: reaps zombies,
+forwards signals, exits with the server's status):
+  ENTRYPOINT ["/usr/local/bin/rpwrap", "--listen", ":80", "--"]
+  CMD ["/usr/sbin/nginx", "-g", "daemon off;"]
+  ENV RPWRAP_PASS=nginx RPWRAP_STOP_SIGNAL=QUIT
+
+Flags (each also from the environment variable in brackets):
+  -l, --listen [NAME=][tcp://|udp://]ADDR   [RPWRAP_LISTEN, comma-separated]
+        address to listen on, repeatable: :80, 127.0.0.1:8080, [::]:443,
+        udp://:53. NAME is its LISTEN_FDNAMES entry; default NETWORK-PORT
+        (tcp-8080). Port 0 picks a free port once, kept for every generation.
+  --pass ROUTE           how the server receives its sockets (default listen-fds)  [RPWRAP_PASS]
+        listen-fds  LISTEN_FDS/LISTEN_FDNAMES/LISTEN_PID, fds from 3 (sd_listen_fds(3))
+        nginx       also NGINX="3;4;..." (nginx's inherited sockets)
+        bind        intercept the server's own bind(2) of a managed address and
+                    put rpwrap's socket in its place (Apache, any server)
+  --selector KIND        auto, ebpf or cbpf (default auto: eBPF when permitted)  [RPWRAP_SELECTOR]
+  --ready CHECK          when a new generation counts as ready (default accept)  [RPWRAP_READY]
+        none            at once
+        notify          READY=1 on its NOTIFY_SOCKET (sd_notify(3))
+        accept          a probe connection that only the new socket receives is accepted
+        http:PATH       that probe gets a 2xx answer to GET PATH
+        exec:CMD        sh -c CMD exits 0 (retried every 200ms; $RPWRAP_PID is set)
+        delay:DURATION  DURATION has passed
+  --ready-timeout DURATION   roll back a generation not ready by then (default 60s)  [RPWRAP_READY_TIMEOUT]
+  -s, --stop-signal SIGNAL   graceful stop signal (default TERM; WINCH for Apache, QUIT for nginx)  [RPWRAP_STOP_SIGNAL]
+  --stop-timeout DURATION    on SIGTERM/SIGINT to rpwrap: SIGKILL the server after (default 30s)  [RPWRAP_STOP_TIMEOUT]
+  --drain-timeout DURATION   on restart: SIGKILL the old generation after (default 30s)  [RPWRAP_DRAIN_TIMEOUT]
+  --drain-stall DURATION     an old accept queue that does not shrink for this long means the old
+                             generation hangs: its queue is handed to the new one (default 500ms)  [RPWRAP_DRAIN_STALL]
+  --shutdown-at-flip         shutdown(2) the old sockets right at the flip instead of after the
+                             drain (default off: servers log errors when accept() fails)  [RPWRAP_SHUTDOWN_AT_FLIP]
+  --restart-on-failure       when the serving generation dies, start a new one on the same
+                             sockets with backoff, instead of exiting with its status  [RPWRAP_RESTART_ON_FAILURE]
+  --backlog N                listen(2) backlog, the same for every generation (default 4096)  [RPWRAP_BACKLOG]
+  --control PATH             control socket (default $RUNTIME_DIRECTORY/rpwrap.sock, else
+                             /run/rpwrap/rpwrap.sock as root, else $XDG_RUNTIME_DIR/rpwrap/rpwrap.sock)  [RPWRAP_CONTROL]
+  --log-format text|json     (default text)  [RPWRAP_LOG_FORMAT]
+  --log-level debug|info|warn|error   (default info)  [RPWRAP_LOG_LEVEL]
+  --version                  print the version
+  -h, --help                 this text
+
+Signals: SIGHUP restarts. SIGTERM and SIGINT stop the server (--stop-signal,
+then SIGKILL after --stop-timeout) and rpwrap exits with its status. Every
+other signal is forwarded to the serving generation. Restart triggers that
+arrive during a restart are queued and coalesced: all of them are answered by
+the one restart that runs after the current one.
+
+Exit status: the server's exit code; 128+N when signal N killed it; 127 when
+COMMAND is not found; 126 when it cannot be executed; 2 for bad flags; 1 when
+rpwrap could not start (the message says why).
+`

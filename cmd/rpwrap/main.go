@@ -1,0 +1,50 @@
+//go:build linux
+
+// Command rpwrap gives any Linux network server zero-downtime restarts: it
+// owns the listening sockets, passes them to the server with systemd socket
+// activation, and on restart steers new connections from the old process to
+// the new one with an eBPF program on the SO_REUSEPORT group. Run
+// `rpwrap --help` for the three ways to run it.
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/rpwrap/rpwrap/fdpass"
+)
+
+// version is set at build time: go build -ldflags "-X main.version=v1.2.3".
+var version = "devel"
+
+// env is the outside world of one run: the process environment and the
+// standard streams, so the CLI is testable as a function.
+type env struct {
+	getenv func(string) string
+	stdout io.Writer
+	stderr io.Writer
+}
+
+func main() {
+	fdpass.RunShim() // in the exec shim this execs the server and never returns
+	os.Exit(run(env{getenv: os.Getenv, stdout: os.Stdout, stderr: os.Stderr}, os.Args[1:]))
+}
+
+// run dispatches to a subcommand and returns the exit status.
+func run(e env, args []string) int {
+	if len(args) > 0 {
+		switch args[0] {
+		case "ctl":
+			return runCtl(e, args[1:])
+		case "demo":
+			return runDemo(e, args[1:])
+		case "serve-demo": // hidden: the built-in server that demo wraps
+			return runServeDemo(args[1:])
+		case "version":
+			fmt.Fprintln(e.stdout, "rpwrap", version)
+			return 0
+		}
+	}
+	return runWrap(e, args)
+}

@@ -1,0 +1,145 @@
+//go:build linux
+
+package main
+
+import (
+	"context"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/rpwrap/rpwrap/internal/loadgen"
+	"github.com/rpwrap/rpwrap/internal/testutil"
+	"github.com/rpwrap/rpwrap/supervisor"
+)
+
+// underLoad runs bounded load against w while fn runs, and returns the
+// load's result once fn has returned and the load has stopped.
+func underLoad(t *testing.T, w *wrapper, clients int, fn func(load *loadgen.Load)) loadgen.Result {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	load, err := loadgen.Start(ctx, loadgen.Config{
+		Target: w.addr, Path: "/", Clients: clients,
+		Duration: 5 * time.Minute, Timeout: 5 * time.Second,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer load.Stop()
+	waitRequests(t, load, 200)
+	fn(load)
+	waitRequests(t, load, load.Progress().Sent+200) // load after the last restart, too
+	load.Stop()
+	return load.Wait()
+}
+
+// waitRequests waits until the load has sent n requests.
+func waitRequests(t *testing.T, load *loadgen.Load, n int64) {
+	t.Helper()
+	deadline := time.Now().Add(time.Minute)
+	for load.Progress().Sent < n {
+		if time.Now().After(deadline) {
+			t.Fatalf("load stalled at %d requests", load.Progress().Sent)
+		}
+		time.Sleep(5 * time.Millisecond) // polling a counter; bounded above
+	}
+}
+
+// requireNoLoss asserts that every request sent got a complete 200.
+func requireNoLoss(t *testing.T, res loadgen.Result, atLeast int64) {
+	t.Helper()
+	t.Logf("requests: sent %d, ok %d, refused %d, reset %d, timeout %d, short read %d, bad status %d, other %d; errors: %v",
+		res.Sent, res.OK, res.Refused, res.Reset, res.Timeout, res.ShortRead, res.BadStatus, res.Other, res.Errors)
+	if res.Failed() != 0 || res.OK != res.Sent {
+		t.Errorf("lost requests: %d failed of %d sent (%d ok)", res.Failed(), res.Sent, res.OK)
+	}
+	if res.Sent < atLeast {
+		t.Errorf("only %d requests sent, want at least %d for the test to mean something", res.Sent, atLeast)
+	}
+}
+
+func TestRestartUnderLoadLosesNoConnection(t *testing.T) {
+	for _, sel := range []string{"ebpf", "cbpf"} {
+		t.Run(sel, func(t *testing.T) {
+			w := startWrapper(t, []string{"--listen", "127.0.0.1:0", "--selector", sel, "--ready", "notify"})
+			const restarts = 20
+			res := underLoad(t, w, 4, func(load *loadgen.Load) {
+				for i := 0; i < restarts; i++ {
+					r := w.restart()
+					if r.Generation != i+2 {
+						t.Fatalf("restart %d made generation %d", i+1, r.Generation)
+					}
+					waitRequests(t, load, load.Progress().Sent+50) // some load on every generation
+				}
+			})
+			requireNoLoss(t, res, 2000)
+			if st := w.status(); st.Restarts != restarts || len(st.Generations) != 1 {
+				t.Errorf("after %d restarts: status %+v", restarts, st)
+			}
+		})
+	}
+}
+
+// A predecessor that hangs (SIGSTOP) with connections in its accept queue
+// costs nothing: the eBPF selector hands the queue to the successor.
+func TestHungPredecessorLosesNoConnection(t *testing.T) {
+	w := startWrapper(t, []string{"--listen", "127.0.0.1:0", "--selector", "ebpf", "--ready", "notify",
+		"--drain-timeout", "1s", "--drain-stall", "200ms"})
+	const restarts = 5
+	res := underLoad(t, w, 4, func(load *loadgen.Load) {
+		for i := 0; i < restarts; i++ {
+			pid := w.activePid()
+			if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
+				t.Fatal(err)
+			}
+			r := w.restart()
+			if !r.Migrated {
+				t.Errorf("restart %d: the hung predecessor's queue was not handed over", i+1)
+			}
+			if !processGone(pid) {
+				t.Errorf("restart %d: hung predecessor %d still exists", i+1, pid)
+			}
+			waitRequests(t, load, load.Progress().Sent+50)
+		}
+	})
+	requireNoLoss(t, res, 500)
+}
+
+func TestRollbackKeepsPredecessorServing(t *testing.T) {
+	cases := []struct {
+		name   string
+		flags  []string
+		server []string
+		want   string
+	}{
+		{"successor exits at start", []string{"--ready", "notify"}, []string{"-exit-at-start", "1"}, "exited before it was ready"},
+		{"successor never ready", []string{"--ready", "notify", "--ready-timeout", "1s"}, []string{"-never-ready"}, "not ready within 1s"},
+		{"successor crashes after ready, before the flip", []string{"--ready", "exec:sleep 0.5"}, []string{"-crash-after-ready", "100ms"}, "exited before it was ready"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			// Generation 1 is healthy; the command line's misbehaviour is
+			// switched on for later generations by RPWRAP_GENERATION.
+			flags := append([]string{"--listen", "127.0.0.1:0", "--selector", "ebpf"}, c.flags...)
+			w := startWrapper(t, flags, append([]string{"-misbehave-from-generation", "2"}, c.server...)...)
+			pid := w.activePid()
+			var resp supervisor.Response
+			res := underLoad(t, w, 4, func(*loadgen.Load) { resp = w.call("restart") })
+			requireNoLoss(t, res, 400)
+			if resp.OK || !strings.Contains(resp.Error, c.want) {
+				t.Errorf("restart: ok=%v error %q, want a rollback saying %q", resp.OK, resp.Error, c.want)
+			}
+			st := w.status()
+			if len(st.Generations) != 1 || st.Generations[0].Pid != pid || st.RolledBack != 1 {
+				t.Errorf("after rollback: %+v, want only the predecessor %d", st, pid)
+			}
+			for _, kid := range testutil.Children(w.cmd.Process.Pid) {
+				if kid != pid {
+					t.Errorf("process %d left behind by the rollback", kid)
+				}
+			}
+		})
+	}
+}

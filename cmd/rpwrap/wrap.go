@@ -1,0 +1,171 @@
+//go:build linux
+
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strconv"
+
+	"github.com/rpwrap/rpwrap/bpf"
+	"github.com/rpwrap/rpwrap/fdpass"
+	"github.com/rpwrap/rpwrap/supervisor"
+	"github.com/rpwrap/rpwrap/systemd"
+)
+
+// runWrap is `rpwrap [FLAGS] -- COMMAND [ARGS...]`.
+func runWrap(e env, args []string) int {
+	o, cmd, err := parseOptions(e, args)
+	if err != nil {
+		fmt.Fprintf(e.stderr, "rpwrap: %v\nTry 'rpwrap --help'.\n", err)
+		return 2
+	}
+	switch {
+	case o.help:
+		fmt.Fprint(e.stdout, usage)
+		return 0
+	case o.version:
+		fmt.Fprintln(e.stdout, "rpwrap", version)
+		return 0
+	}
+	log, err := newLogger(e, o)
+	if err != nil {
+		fmt.Fprintf(e.stderr, "rpwrap: %v\n", err)
+		return 2
+	}
+	cfg, code := wrapConfig(e, o, cmd, log)
+	if code != 0 {
+		return code
+	}
+	s, err := supervisor.New(cfg)
+	if err != nil {
+		fmt.Fprintf(e.stderr, "rpwrap: %v\n", err)
+		return 1
+	}
+	if s.Flavour() == bpf.CBPF && bpf.Flavour(o.selector) == bpf.Auto {
+		log.Warn("eBPF selector not available, using classic BPF: connections queued on a hung old generation are reset unless net.ipv4.tcp_migrate_req=1", "reason", bpf.Supported())
+	}
+	log.Info("listening", "addresses", s.Listeners(), "selector", s.Flavour(), "control", cfg.ControlPath)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	if cfg.Notifier != nil {
+		go cfg.Notifier.Watchdog(ctx)
+	}
+	return s.Run(ctx)
+}
+
+// wrapConfig turns options into a supervisor configuration. A non-zero
+// code means an error was printed and rpwrap must exit with it.
+func wrapConfig(e env, o *options, cmd []string, log *slog.Logger) (supervisor.Config, int) {
+	fail := func(code int, format string, args ...any) (supervisor.Config, int) {
+		fmt.Fprintf(e.stderr, "rpwrap: "+format+"\n", args...)
+		return supervisor.Config{}, code
+	}
+	if len(cmd) == 0 {
+		return fail(2, "no command to run: rpwrap [FLAGS] -- COMMAND [ARGS...]\nTry 'rpwrap --help'.")
+	}
+	cfg := supervisor.Config{
+		Argv: cmd, Backlog: o.backlog, ReadyTimeout: o.readyTimeout, StopTimeout: o.stopTimeout,
+		DrainTimeout: o.drainTimeout, DrainStall: o.drainStall, ShutdownAtFlip: o.shutdownAtFlip,
+		RestartOnFailure: o.restartOnFailure, Log: log,
+	}
+	var err error
+	if cfg.Ready, err = supervisor.ParseReady(o.ready); err != nil {
+		return fail(2, "%v", err)
+	}
+	sig, ok := supervisor.ParseSignal(o.stopSignal)
+	if !ok {
+		return fail(2, "--stop-signal %q: not a signal name such as TERM, WINCH or QUIT", o.stopSignal)
+	}
+	cfg.StopSignal = sig
+	switch r := fdpass.Route(o.pass); r {
+	case fdpass.ListenFDs, fdpass.Nginx, fdpass.Bind:
+		cfg.Route = r
+	default:
+		return fail(2, "--pass %q: want listen-fds, nginx or bind", o.pass)
+	}
+	switch f := bpf.Flavour(o.selector); f {
+	case bpf.Auto, bpf.EBPF, bpf.CBPF:
+		cfg.Selector = f
+	default:
+		return fail(2, "--selector %q: want auto, ebpf or cbpf", o.selector)
+	}
+	for _, l := range o.listen {
+		spec, err := fdpass.ParseSpec(l)
+		if err != nil {
+			return fail(2, "--listen: %v", err)
+		}
+		cfg.Listen = append(cfg.Listen, spec)
+	}
+	if err := fdpass.CheckDuplicates(cfg.Listen); err != nil {
+		return fail(2, "--listen: %v", err)
+	}
+	if cfg.Path, err = fdpass.LookPath(cmd[0]); err != nil {
+		code := 1
+		var ce *fdpass.CommandError
+		if errors.As(err, &ce) {
+			code = ce.ExitCode()
+		}
+		return fail(code, "%v", err)
+	}
+	if cfg.Adopted, err = fdpass.FromSystemd(); err != nil {
+		return fail(1, "%v", err)
+	}
+	if len(cfg.Adopted) > 0 && len(cfg.Listen) > 0 {
+		closeAll(cfg.Adopted)
+		return fail(2, "sockets came both from systemd (LISTEN_FDS) and from --listen: use one or the other")
+	}
+	if len(cfg.Adopted) == 0 && len(cfg.Listen) == 0 {
+		return fail(2, "nothing to listen on: give --listen ADDR (or run from a systemd .socket unit)")
+	}
+	cfg.Notifier = systemd.NewNotifier() // unsets NOTIFY_SOCKET: children get their own
+	cfg.Env = os.Environ()
+	cfg.RuntimeDir = runtimeDir(e)
+	cfg.ControlPath = o.control
+	if cfg.ControlPath == "" {
+		cfg.ControlPath = filepath.Join(cfg.RuntimeDir, "rpwrap.sock")
+	}
+	return cfg, 0
+}
+
+func closeAll(ls []*fdpass.Listener) {
+	for _, l := range ls {
+		l.Close()
+	}
+}
+
+// runtimeDir is where rpwrap keeps its control and notify sockets:
+// systemd's RuntimeDirectory=, /run/rpwrap as root, or the user's runtime
+// directory.
+func runtimeDir(e env) string {
+	if d := e.getenv("RUNTIME_DIRECTORY"); d != "" {
+		return filepath.SplitList(d)[0]
+	}
+	if os.Geteuid() == 0 {
+		return "/run/rpwrap"
+	}
+	if d := e.getenv("XDG_RUNTIME_DIR"); d != "" {
+		return filepath.Join(d, "rpwrap")
+	}
+	return filepath.Join(os.TempDir(), "rpwrap-"+strconv.Itoa(os.Geteuid()))
+}
+
+// newLogger builds the slog logger --log-format and --log-level ask for.
+func newLogger(e env, o *options) (*slog.Logger, error) {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(o.logLevel)); err != nil {
+		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", o.logLevel)
+	}
+	opts := &slog.HandlerOptions{Level: level}
+	switch o.logFormat {
+	case "text":
+		return slog.New(slog.NewTextHandler(e.stderr, opts)).With("prog", "rpwrap"), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(e.stderr, opts)).With("prog", "rpwrap"), nil
+	}
+	return nil, fmt.Errorf("--log-format %q: want text or json", o.logFormat)
+}

@@ -67,7 +67,7 @@ type child struct {
 
 // startChild starts the demo server with args on a fresh 127.0.0.1 socket,
 // with its own NOTIFY_SOCKET, and stops it at the end of the test.
-func startChild(t *testing.T, args ...string) *child {
+func startChild(t testing.TB, args ...string) *child {
 	t.Helper()
 	ln := listenLoopback(t)
 	f := dupListener(t, ln)
@@ -88,7 +88,7 @@ func startChild(t *testing.T, args ...string) *child {
 	return c
 }
 
-func (c *child) kill(t *testing.T) {
+func (c *child) kill(t testing.TB) {
 	select {
 	case <-c.done:
 		return
@@ -96,11 +96,13 @@ func (c *child) kill(t *testing.T) {
 	}
 	c.cmd.Process.Kill()
 	<-c.done
-	t.Logf("demo server stderr:\n%s", c.stderr.String())
+	if t.Failed() {
+		t.Logf("demo server stderr:\n%s", c.stderr.String())
+	}
 }
 
 // exitCode waits for the child to exit and returns its status.
-func (c *child) exitCode(t *testing.T) int {
+func (c *child) exitCode(t testing.TB) int {
 	t.Helper()
 	select {
 	case <-c.done:
@@ -115,7 +117,7 @@ func (c *child) exitCode(t *testing.T) int {
 }
 
 // signal sends sig to the child.
-func (c *child) signal(t *testing.T, sig syscall.Signal) {
+func (c *child) signal(t testing.TB, sig syscall.Signal) {
 	t.Helper()
 	if err := c.cmd.Process.Signal(sig); err != nil {
 		t.Fatalf("send %v to demo server: %v", sig, err)
@@ -123,7 +125,7 @@ func (c *child) signal(t *testing.T, sig syscall.Signal) {
 }
 
 // waitReady waits for READY=1 on the child's NOTIFY_SOCKET.
-func (c *child) waitReady(t *testing.T) {
+func (c *child) waitReady(t testing.TB) {
 	t.Helper()
 	c.notify.SetReadDeadline(time.Now().Add(eventTimeout))
 	buf := make([]byte, 4096)
@@ -138,7 +140,7 @@ func (c *child) waitReady(t *testing.T) {
 
 // pendingNotification returns what the child sent to NOTIFY_SOCKET and is
 // still unread, without waiting.
-func (c *child) pendingNotification(t *testing.T) string {
+func (c *child) pendingNotification(t testing.TB) string {
 	t.Helper()
 	buf := make([]byte, 4096)
 	n, _, err := unixRecv(c.notify, buf)
@@ -159,7 +161,7 @@ func unixRecv(conn *net.UnixConn, buf []byte) (n int, from unix.Sockaddr, err er
 	return n, from, errors.Join(rerr, err)
 }
 
-func listenLoopback(t *testing.T) net.Listener {
+func listenLoopback(t testing.TB) net.Listener {
 	t.Helper()
 	var lc net.ListenConfig
 	lc.SetMultipathTCP(false)
@@ -172,7 +174,7 @@ func listenLoopback(t *testing.T) net.Listener {
 
 // dupListener duplicates ln's socket without switching it to blocking mode,
 // which (*net.TCPListener).File would do.
-func dupListener(t *testing.T, ln net.Listener) *os.File {
+func dupListener(t testing.TB, ln net.Listener) *os.File {
 	t.Helper()
 	rc, err := ln.(*net.TCPListener).SyscallConn()
 	if err != nil {
@@ -189,7 +191,7 @@ func dupListener(t *testing.T, ln net.Listener) *os.File {
 	return os.NewFile(uintptr(fd), "listener")
 }
 
-func notifySocket(t *testing.T) *net.UnixConn {
+func notifySocket(t testing.TB) *net.UnixConn {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "notify")
 	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: path, Net: "unixgram"})

@@ -54,13 +54,16 @@ func FromSystemd() ([]*Listener, error) {
 
 func fromSystemd(env sdEnv) (_ []*Listener, err error) {
 	names, err := parseListenEnv(env)
+	var files []*os.File
+	if err == nil && names != nil {
+		files = env.files() // reads the variables again: unset them after
+	}
 	for _, v := range listenVars {
 		env.unsetenv(v)
 	}
 	if err != nil || names == nil {
 		return nil, err
 	}
-	files := env.files()
 	defer func() {
 		if err != nil {
 			closeFiles(files)

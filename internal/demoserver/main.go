@@ -3,7 +3,6 @@
 package demoserver
 
 import (
-	"context"
 	"errors"
 	"flag"
 	"fmt"
@@ -12,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"sync"
 	"syscall"
 	"time"
 
@@ -81,10 +81,19 @@ func serve(opts options, lns []net.Listener, stderr io.Writer) int {
 	defer signal.Stop(sigc)
 
 	gen := generation()
+	var conns sync.WaitGroup // every connection the server has accepted and not yet closed
 	srv := &http.Server{
 		Handler:           newMux(gen, os.Getpid()),
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       30 * time.Second,
+		ConnState: func(_ net.Conn, st http.ConnState) {
+			switch st {
+			case http.StateNew:
+				conns.Add(1)
+			case http.StateClosed, http.StateHijacked:
+				conns.Done()
+			}
+		},
 	}
 	fmt.Fprintf(stderr, "demo server gen=%s pid=%d serving on %s\n", gen, os.Getpid(), listenerAddrs(lns))
 	if sig, stopped := waitStart(opts.readyDelay, sigc); stopped {
@@ -99,7 +108,7 @@ func serve(opts options, lns []net.Listener, stderr io.Writer) int {
 	crash := notifyReady(opts, stderr)
 	select {
 	case sig := <-sigc:
-		return stop(srv, opts, sig, stderr)
+		return stop(srv, lns, errc, &conns, opts, sig, stderr)
 	case err := <-errc:
 		srv.Close()
 		fmt.Fprintf(stderr, "demo server pid=%d: serve: %v\n", os.Getpid(), err)
@@ -144,7 +153,13 @@ func notifyReady(opts options, stderr io.Writer) <-chan time.Time {
 
 // stop ends the server after sig: gracefully (stop accepting, let requests
 // in flight finish within -shutdown-timeout) or at once.
-func stop(srv *http.Server, opts options, sig os.Signal, stderr io.Writer) int {
+//
+// A graceful stop does not use http.Server.Shutdown: Shutdown drops, without
+// an answer, a connection that was accepted just before it but whose request
+// is read just after it. Instead the server stops accepting, answers every
+// connection it has accepted (with keep-alive off, each closes after its
+// response) and exits when the last one is closed.
+func stop(srv *http.Server, lns []net.Listener, served <-chan error, conns *sync.WaitGroup, opts options, sig os.Signal, stderr io.Writer) int {
 	pid := os.Getpid()
 	if !opts.graceful {
 		srv.Close()
@@ -152,14 +167,23 @@ func stop(srv *http.Server, opts options, sig os.Signal, stderr io.Writer) int {
 		return exitOK
 	}
 	fmt.Fprintf(stderr, "demo server pid=%d: %v, no longer accepting, finishing requests in flight\n", pid, sig)
-	ctx, cancel := context.WithTimeout(context.Background(), opts.shutdownTimeout)
-	defer cancel()
-	if err := srv.Shutdown(ctx); err != nil {
+	closeListeners(lns)
+	for range lns {
+		<-served // each Serve loop has tracked every connection it accepted
+	}
+	srv.SetKeepAlivesEnabled(false) // also closes idle keep-alive connections
+	drained := make(chan struct{})
+	go func() { conns.Wait(); close(drained) }()
+	t := time.NewTimer(opts.shutdownTimeout)
+	defer t.Stop()
+	select {
+	case <-drained:
+		return exitOK
+	case <-t.C:
 		srv.Close()
-		fmt.Fprintf(stderr, "demo server pid=%d: requests still in flight after %v, closed them: %v\n", pid, opts.shutdownTimeout, err)
+		fmt.Fprintf(stderr, "demo server pid=%d: requests still in flight after %v, closed them\n", pid, opts.shutdownTimeout)
 		return exitFailed
 	}
-	return exitOK
 }
 
 // generation is RPWRAP_GENERATION, or 0 when rpwrap did not set it.

@@ -111,12 +111,23 @@ func TestBadInputIsRefusedAndLeavesNothingBehind(t *testing.T) {
 // so. The test runs rpwrap as nobody.
 func TestPrivilegedPortWithoutCapabilityIsExplained(t *testing.T) {
 	testutil.RequireRoot(t)
+	// The test binary's own directory is not open to nobody: copy it.
+	dir := shortTempDir(t)
+	os.Chmod(dir, 0o755)
+	exe := filepath.Join(dir, "rpwrap")
+	b, err := os.ReadFile(testBinary(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(exe, b, 0o755); err != nil {
+		t.Fatal(err)
+	}
 	var out bytes.Buffer
-	cmd := exec.Command(testBinary(t), "--listen", "127.0.0.1:81", "--control", "/tmp/rpwrap-nobody-none.sock", "--", "/bin/true")
+	cmd := exec.Command(exe, "--listen", "127.0.0.1:81", "--control", "/tmp/rpwrap-nobody-none.sock", "--", "/bin/true")
 	cmd.Env = append(os.Environ(), asRpwrap+"=1", "RUNTIME_DIRECTORY=/tmp")
 	cmd.Stdout, cmd.Stderr = &out, &out
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
-	err := cmd.Run()
+	err = cmd.Run()
 	if cmd.ProcessState == nil || cmd.ProcessState.ExitCode() != 1 || !strings.Contains(out.String(), "CAP_NET_BIND_SERVICE") {
 		t.Errorf("as nobody on port 81: %v, output %q; want exit 1 naming CAP_NET_BIND_SERVICE", err, out.String())
 	}

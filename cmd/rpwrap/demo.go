@@ -3,12 +3,15 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
+	"strconv"
+	"strings"
 	"syscall"
 	"text/tabwriter"
 	"time"
@@ -30,9 +33,10 @@ restart the time to ready, to flip, and to drain the old generation.
   --restarts N          restarts to perform (default 5)
   --clients N           concurrent clients, one new connection per request (default 4)
   --interval DURATION   time between restarts (default 1.5s)
-  --stuck               before each restart, SIGSTOP the serving generation so it
-                        stops accepting with connections in its queue: the seed's
-                        failure case; the eBPF selector hands its queue over
+  --stuck               before each restart, make the serving generation hang: it
+                        stops accepting and stops itself (SIGSTOP) while new
+                        connections pile up in its queue: the seed's failure case;
+                        the eBPF selector hands that queue to the successor
   --selector KIND       auto, ebpf or cbpf (default auto)
   --verbose             rpwrap's own log on stderr
 
@@ -134,7 +138,7 @@ func (d *demo) run(flavour bpf.Flavour, verbose bool) int {
 		time.Sleep(d.interval) // pacing between restarts, not synchronisation
 		if d.stuck {
 			_, pid := s.Active()
-			syscall.Kill(pid, syscall.SIGSTOP)
+			hang(pid)
 		}
 		r, err := s.Restart(ctx)
 		results = append(results, r)
@@ -172,6 +176,23 @@ func (d *demo) report(res loadgen.Result, rs []supervisor.RestartResult) {
 	}
 	w.Flush()
 	fmt.Fprintf(d.e.stdout, "\n%d of %d requests failed across %d restarts.\n", res.Failed(), res.Sent, len(rs))
+}
+
+// hang makes the demo server pid hang: on SIGUSR2 it stops accepting,
+// answers what it had accepted and stops itself with SIGSTOP. hang returns
+// once it has stopped, or after 10s.
+func hang(pid int) {
+	syscall.Kill(pid, syscall.SIGUSR2)
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); {
+		b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+		if err != nil {
+			return
+		}
+		if f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:])); len(f) > 0 && f[0] == "T" {
+			return
+		}
+		time.Sleep(5 * time.Millisecond) // no event tells that a process stopped itself
+	}
 }
 
 func ms(d time.Duration) string { return fmt.Sprintf("%.1fms", float64(d)/1e6) }

@@ -87,6 +87,7 @@ func startWrapper(t *testing.T, flags []string, serverArgs ...string) *wrapper {
 // startWrapperCommand runs rpwrap with args (flags, "--", command).
 func startWrapperCommand(t *testing.T, args []string) *wrapper {
 	t.Helper()
+	testutil.RequireRoot(t)
 	dir := shortTempDir(t)
 	w := &wrapper{t: t, control: filepath.Join(dir, "ctl.sock"), out: &syncBuffer{}, done: make(chan struct{})}
 	w.notify = newNotifyReader(t, filepath.Join(dir, "notify.sock"))

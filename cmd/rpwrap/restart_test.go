@@ -4,6 +4,8 @@ package main
 
 import (
 	"context"
+	"os"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -82,8 +84,10 @@ func TestRestartUnderLoadLosesNoConnection(t *testing.T) {
 	}
 }
 
-// A predecessor that hangs (SIGSTOP) with connections in its accept queue
-// costs nothing: the eBPF selector hands the queue to the successor.
+// A predecessor that hangs with connections in its accept queue costs
+// nothing: the eBPF selector hands the queue to the successor. The server
+// hangs on SIGUSR2: it stops accepting, answers what it had accepted, and
+// stops itself with SIGSTOP.
 func TestHungPredecessorLosesNoConnection(t *testing.T) {
 	w := startWrapper(t, []string{"--listen", "127.0.0.1:0", "--selector", "ebpf", "--ready", "notify",
 		"--drain-timeout", "1s", "--drain-stall", "200ms"})
@@ -91,9 +95,8 @@ func TestHungPredecessorLosesNoConnection(t *testing.T) {
 	res := underLoad(t, w, 4, func(load *loadgen.Load) {
 		for i := 0; i < restarts; i++ {
 			pid := w.activePid()
-			if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
-				t.Fatal(err)
-			}
+			hangServer(t, pid)
+			waitUntil(t, "connections queued on the hung server", func() bool { return w.status().Generations[0].Queued[0] > 0 })
 			r := w.restart()
 			if !r.Migrated {
 				t.Errorf("restart %d: the hung predecessor's queue was not handed over", i+1)
@@ -105,6 +108,27 @@ func TestHungPredecessorLosesNoConnection(t *testing.T) {
 		}
 	})
 	requireNoLoss(t, res, 500)
+}
+
+// hangServer makes the demo server pid hang (SIGUSR2) and waits until it
+// has stopped itself.
+func hangServer(t *testing.T, pid int) {
+	t.Helper()
+	if err := syscall.Kill(pid, syscall.SIGUSR2); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, "the server to stop itself", func() bool { return processState(pid) == "T" })
+}
+
+// processState is the state letter of pid in /proc/PID/stat.
+func processState(pid int) string {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return ""
+	}
+	s := string(b)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+	return f[0]
 }
 
 func TestRollbackKeepsPredecessorServing(t *testing.T) {
@@ -120,10 +144,13 @@ func TestRollbackKeepsPredecessorServing(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			// Generation 1 is healthy; the command line's misbehaviour is
-			// switched on for later generations by RPWRAP_GENERATION.
-			flags := append([]string{"--listen", "127.0.0.1:0", "--selector", "ebpf"}, c.flags...)
-			w := startWrapper(t, flags, append([]string{"-misbehave-from-generation", "2"}, c.server...)...)
+			// Generation 1 is healthy; later ones misbehave. The shell execs,
+			// so the server keeps the pid that LISTEN_PID names.
+			exe := testBinary(t)
+			script := `if [ "$RPWRAP_GENERATION" -ge 2 ]; then exec "$0" serve-demo ` + strings.Join(c.server, " ") +
+				`; else exec "$0" serve-demo; fi`
+			args := append([]string{"--listen", "127.0.0.1:0", "--selector", "ebpf"}, c.flags...)
+			w := startWrapperCommand(t, append(args, "--", "/bin/sh", "-c", script, exe))
 			pid := w.activePid()
 			var resp supervisor.Response
 			res := underLoad(t, w, 4, func(*loadgen.Load) { resp = w.call("restart") })

@@ -28,6 +28,9 @@ serving, and exits 2 when no sockets were passed.
   /slow?ms=N                waits N ms (at most 60000), then 200
   /download?bytes=N&rate=B  sends N bytes at B bytes/s (0: unpaced)
 
+SIGUSR2 makes it hang: it stops accepting, answers what it had accepted, then
+stops itself with SIGSTOP, so new connections pile up in its accept queue.
+
 Flags:
 `
 

@@ -82,6 +82,14 @@ func serve(opts options, lns []net.Listener, stderr io.Writer) int {
 
 	gen := generation()
 	var conns sync.WaitGroup // every connection the server has accepted and not yet closed
+	h := newHang()
+	hangc := make(chan os.Signal, 1)
+	signal.Notify(hangc, syscall.SIGUSR2)
+	defer signal.Stop(hangc)
+	go func() {
+		<-hangc
+		h.start()
+	}()
 	srv := &http.Server{
 		Handler:           newMux(gen, os.Getpid()),
 		ReadHeaderTimeout: 10 * time.Second,
@@ -92,6 +100,7 @@ func serve(opts options, lns []net.Listener, stderr io.Writer) int {
 				conns.Add(1)
 			case http.StateClosed, http.StateHijacked:
 				conns.Done()
+				h.active.Add(-1)
 			}
 		},
 	}
@@ -102,8 +111,9 @@ func serve(opts options, lns []net.Listener, stderr io.Writer) int {
 		return exitOK
 	}
 	errc := make(chan error, len(lns))
-	for _, ln := range lns {
-		go func() { errc <- srv.Serve(ln) }()
+	for i, ln := range lns {
+		lns[i] = h.listener(ln)
+		go func() { errc <- srv.Serve(lns[i]) }()
 	}
 	crash := notifyReady(opts, stderr)
 	select {

@@ -168,17 +168,20 @@ func TestShimExitsWith127And126(t *testing.T) {
 	}
 }
 
-func TestShimRefusesBindRouteWithoutFilter(t *testing.T) {
+// A Bind-route shim that cannot hand its seccomp listener to rpwrap (here:
+// fd 3 is no socket pair) must not exec the server, whose binds would then
+// block forever: it exits 126 and says why.
+func TestShimRefusesBindRouteWithoutRpwrapsSocketPair(t *testing.T) {
 	cmd := shimCmd("/bin/true", nil, os.Environ(), nil, Bind)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	err := cmd.Run()
 	var exitErr *exec.ExitError
 	if !errors.As(err, &exitErr) || exitErr.ExitCode() != 126 {
-		t.Fatalf("bind route without filter: %v, want exit 126", err)
+		t.Fatalf("bind route without socket pair: %v, want exit 126", err)
 	}
-	if !strings.Contains(stderr.String(), "lacks") {
-		t.Errorf("message %q does not say bind interception is missing", stderr.String())
+	if !strings.Contains(stderr.String(), "install bind filter") {
+		t.Errorf("message %q does not say the bind filter could not be set up", stderr.String())
 	}
 }
 

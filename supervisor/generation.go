@@ -45,6 +45,8 @@ type generation struct {
 	done      chan struct{}
 	exit      Exit // valid once done is closed
 	log       *slog.Logger
+
+	interceptDone chan struct{} // Bind route: closed when no process of g is left to intercept
 }
 
 func (g *generation) String() string {
@@ -89,6 +91,12 @@ func (s *Supervisor) newListeners(g *generation) (err error) {
 // slots. Anything still queued on them migrates to the active socket when
 // the selector is eBPF.
 func (s *Supervisor) releaseListeners(g *generation) {
+	if g.interceptDone != nil && g.exited() {
+		select { // its last process is going: no bind can need these sockets
+		case <-g.interceptDone:
+		case <-time.After(2 * time.Second): // a descendant outside its process group lives on
+		}
+	}
 	for i, l := range g.listeners {
 		l.Close()
 		if i < len(g.slots) {
@@ -104,7 +112,19 @@ func (s *Supervisor) spawn(g *generation) error {
 	files := []*os.File{s.cfg.Stdin, s.cfg.Stdout, s.cfg.Stderr}
 	for i, grp := range s.groups {
 		names[i] = grp.spec.Name
-		files = append(files, g.listeners[i].File())
+		if s.cfg.Route != fdpass.Bind {
+			files = append(files, g.listeners[i].File())
+		}
+	}
+	var bindConn *os.File // our end of the pair the shim sends its seccomp listener over
+	if s.cfg.Route == fdpass.Bind {
+		ours, theirs, err := socketPair()
+		if err != nil {
+			return fmt.Errorf("start generation %d: %w", g.n, err)
+		}
+		defer theirs.Close() // also closed right after the fork, below
+		bindConn = ours
+		files = append(files, theirs) // fd 3: fdpass.BindSocketFd
 	}
 	env := append(append([]string(nil), s.cfg.Env...), "RPWRAP_GENERATION="+strconv.Itoa(g.n))
 	if s.cfg.Ready.Kind == ReadyNotify {
@@ -122,12 +142,23 @@ func (s *Supervisor) spawn(g *generation) error {
 		if g.notify != nil {
 			g.notify.Close()
 		}
+		if bindConn != nil {
+			bindConn.Close()
+		}
 		return err
 	}
 	g.pid, g.started, g.done = pid, time.Now(), make(chan struct{})
 	g.log = s.cfg.Log.With("generation", g.n, "pid", pid)
 	if g.notify != nil {
 		g.notify.SetPID(pid)
+	}
+	if bindConn != nil {
+		files[len(files)-1].Close() // the shim's end: only the shim may hold it now
+		// Returns once the shim has sent its listener, or with an error
+		// when it exited without: the exit then fails the readiness check.
+		if err := s.intercept(g, bindConn); err != nil {
+			g.log.Error("bind interception not set up", "err", err)
+		}
 	}
 	go func() {
 		g.exit = <-exit

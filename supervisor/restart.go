@@ -72,10 +72,6 @@ func (s *Supervisor) restart(ctx context.Context) RestartResult {
 		return fail(fmt.Errorf("%s: %w", g, err))
 	}
 	res.Ready = time.Since(g.started)
-	if err := s.guard(g); err != nil {
-		s.abandon(g)
-		return fail(err)
-	}
 
 	// The flip: one map update per group.
 	tf := time.Now()
@@ -187,7 +183,8 @@ func (s *Supervisor) waitQueuesEmpty(g *generation) bool {
 }
 
 // waitReady waits until g passes the readiness check, exits, or the ready
-// timeout passes.
+// timeout passes. A generation that is ready but serves on a socket of its
+// own instead of the one rpwrap passed fails here too (see guard).
 func (s *Supervisor) waitReady(ctx context.Context, g *generation) error {
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.ReadyTimeout)
 	defer cancel()
@@ -195,6 +192,9 @@ func (s *Supervisor) waitReady(ctx context.Context, g *generation) error {
 	go func() { checked <- s.check(ctx, g) }()
 	select {
 	case err := <-checked:
+		if err == nil {
+			err = s.guard(g) // ready, but on the sockets rpwrap gave it?
+		}
 		if err != nil && g.exited() {
 			return fmt.Errorf("exited before it was ready (%s)", g.exit)
 		}

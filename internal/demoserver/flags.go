@@ -16,6 +16,8 @@ type options struct {
 	ignoreTerm      bool
 	graceful        bool
 	shutdownTimeout time.Duration
+	bind            string
+	reusePort       bool
 }
 
 const usageText = `Usage: rpwrap serve-demo [flags]
@@ -51,6 +53,8 @@ func parseFlags(args []string, out io.Writer) (options, error) {
 	fs.BoolVar(&o.ignoreTerm, "ignore-term", false, "ignore SIGTERM (a hung stop); SIGINT, SIGQUIT and SIGWINCH still stop it")
 	fs.BoolVar(&o.graceful, "graceful", true, "on SIGTERM, SIGINT, SIGQUIT or SIGWINCH stop accepting, finish requests in flight, exit 0;\nfalse: close every connection at once and exit 0")
 	fs.DurationVar(&o.shutdownTimeout, "shutdown-timeout", 60*time.Second, "give requests in flight at most `DURATION` to finish on a graceful stop, then close them and exit 1")
+	fs.StringVar(&o.bind, "bind", "", "bind `ADDR` (host:port) itself instead of taking sockets from LISTEN_FDS, as servers without socket activation do")
+	fs.BoolVar(&o.reusePort, "reuseport", false, "with -bind: set SO_REUSEPORT, joining any reuseport group on ADDR")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}

@@ -52,7 +52,12 @@ func run(args []string, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "demo server pid=%d: exiting %d at start, as -exit-at-start asks\n", os.Getpid(), opts.exitAtStart)
 		return opts.exitAtStart
 	}
-	lns, err := activatedListeners()
+	var lns []net.Listener
+	if opts.bind != "" {
+		lns, err = bindListener(opts.bind, opts.reusePort)
+	} else {
+		lns, err = activatedListeners()
+	}
 	if err != nil {
 		fmt.Fprintf(stderr, "demo server: %v\n", err)
 		return exitUsage

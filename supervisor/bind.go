@@ -1,0 +1,46 @@
+//go:build linux
+
+package supervisor
+
+import (
+	"context"
+	"fmt"
+	"os"
+
+	"github.com/rpwrap/rpwrap/fdpass/intercept"
+	"golang.org/x/sys/unix"
+)
+
+// socketPair returns the two ends of a unix stream socket pair, close-on-exec.
+func socketPair() (ours, theirs *os.File, err error) {
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, nil, os.NewSyscallError("socketpair", err)
+	}
+	return os.NewFile(uintptr(fds[0]), "bind-route"), os.NewFile(uintptr(fds[1]), "bind-route-shim"), nil
+}
+
+// intercept receives g's seccomp listener over conn and answers the binds
+// of g's process tree until the last of its processes is gone: the first
+// bind of each managed address gets g's socket (see fdpass/intercept).
+func (s *Supervisor) intercept(g *generation, conn *os.File) error {
+	defer conn.Close()
+	notifyFd, err := intercept.Receive(conn)
+	if err != nil {
+		return fmt.Errorf("receive the seccomp listener of %s: %w", g, err)
+	}
+	managed := make([]intercept.Managed, len(g.listeners))
+	for i, l := range g.listeners {
+		managed[i] = intercept.Managed{Network: l.Spec().Network, Addr: l.Spec().Addr, File: l.File()}
+	}
+	ic := intercept.New(notifyFd, managed, func(msg string, args ...any) { g.log.Info(msg, args...) })
+	g.interceptDone = make(chan struct{})
+	go func() {
+		defer close(g.interceptDone)
+		defer notifyFd.Close()
+		if err := ic.Serve(context.Background()); err != nil {
+			g.log.Warn("bind interception ended", "err", err)
+		}
+	}()
+	return nil
+}

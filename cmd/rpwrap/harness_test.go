@@ -87,6 +87,13 @@ func startWrapper(t *testing.T, flags []string, serverArgs ...string) *wrapper {
 // startWrapperCommand runs rpwrap with args (flags, "--", command).
 func startWrapperCommand(t *testing.T, args []string) *wrapper {
 	t.Helper()
+	return startWrapperWith(t, args, nil)
+}
+
+// startWrapperWith is startWrapperCommand with a hook that may change the
+// command before it starts (to pass it sockets, as systemd does).
+func startWrapperWith(t *testing.T, args []string, prepare func(*exec.Cmd)) *wrapper {
+	t.Helper()
 	testutil.RequireRoot(t)
 	dir := shortTempDir(t)
 	w := &wrapper{t: t, control: filepath.Join(dir, "ctl.sock"), out: &syncBuffer{}, done: make(chan struct{})}
@@ -94,6 +101,9 @@ func startWrapperCommand(t *testing.T, args []string) *wrapper {
 	w.cmd = exec.Command(testBinary(t), append([]string{"--control", w.control}, args...)...)
 	w.cmd.Env = append(os.Environ(), asRpwrap+"=1", "NOTIFY_SOCKET="+w.notify.path, "RUNTIME_DIRECTORY="+dir)
 	w.cmd.Stdout, w.cmd.Stderr = w.out, w.out
+	if prepare != nil {
+		prepare(w.cmd)
+	}
 	if err := w.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}

@@ -1,0 +1,81 @@
+//go:build linux
+
+package main
+
+import (
+	"bytes"
+	"context"
+	"net"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+
+	"github.com/rpwrap/rpwrap/fdpass"
+	"github.com/rpwrap/rpwrap/internal/loadgen"
+	"github.com/rpwrap/rpwrap/internal/testutil"
+)
+
+// asSocketActivated makes cmd start the way systemd starts a service of a
+// .socket unit: through the exec shim, so that LISTEN_PID is rpwrap's pid,
+// with the sockets at fds 3.. and their names in LISTEN_FDNAMES.
+func asSocketActivated(t *testing.T, files []*os.File, names []string) func(*exec.Cmd) {
+	return func(cmd *exec.Cmd) {
+		path, args, envv := fdpass.ShimCommand(cmd.Path, cmd.Args, cmd.Env, names, fdpass.ListenFDs)
+		cmd.Path, cmd.Args, cmd.Env, cmd.ExtraFiles = path, args, envv, files
+	}
+}
+
+// rpwrap run from a .socket unit adopts the sockets systemd passed, by name,
+// serves on them, and restarts onto new sockets in the same groups.
+func TestAdoptsSocketsFromSystemd(t *testing.T) {
+	testutil.RequireRoot(t)
+	spec, _ := fdpass.ParseSpec("127.0.0.1:0")
+	l, err := fdpass.Listen(spec, 0) // what systemd makes of ReusePort=yes
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	args := []string{"--ready", "notify", "--", testBinary(t), "serve-demo"}
+	w := startWrapperWith(t, args, asSocketActivated(t, []*os.File{l.File()}, []string{"http"}))
+	if st := w.status(); len(st.Listeners) != 1 || !strings.HasPrefix(st.Listeners[0], "http=") {
+		t.Fatalf("listeners %v, want the socket named http", st.Listeners)
+	}
+	if w.addr != l.Spec().Addr.String() {
+		t.Fatalf("serving %s, want systemd's %s", w.addr, l.Spec().Addr)
+	}
+	res := underLoad(t, w, 4, func(load *loadgen.Load) {
+		for i := 0; i < 3; i++ {
+			w.restart()
+			waitRequests(t, load, load.Progress().Sent+50)
+		}
+	})
+	requireNoLoss(t, res, 500)
+}
+
+// A socket from systemd without SO_REUSEPORT cannot take part in a restart:
+// rpwrap refuses it and says which unit setting fixes that.
+func TestRefusesSystemdSocketWithoutReusePort(t *testing.T) {
+	testutil.RequireRoot(t)
+	var lc net.ListenConfig
+	lc.SetMultipathTCP(false) // a plain TCP socket, as systemd makes, without ReusePort=yes
+	l, err := lc.Listen(context.Background(), "tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	f, err := l.(*net.TCPListener).File()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	cmd := exec.Command(testBinary(t), "--control", shortTempDir(t)+"/ctl.sock", "--", "/bin/true")
+	cmd.Env = append(os.Environ(), asRpwrap+"=1")
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	asSocketActivated(t, []*os.File{f}, []string{"http"})(cmd)
+	cmd.Run()
+	if code := cmd.ProcessState.ExitCode(); code != 1 || !strings.Contains(out.String(), "ReusePort=yes") {
+		t.Errorf("exit %d, output %q; want exit 1 and advice to set ReusePort=yes", code, out.String())
+	}
+}

@@ -144,12 +144,16 @@ Run it from a shell:
   rpwrap --listen :8080 -- ./myserver
   kill -HUP $(pidof rpwrap)          # or: rpwrap ctl restart
 
-Run it from systemd (Type=notify-reload; rpwrap stays MAINPID):
+Run it from systemd (rpwrap stays MAINPID; 'systemctl reload' restarts the
+server and fails when the restart was rolled back):
   [Service]
-  Type=notify-reload
+  Type=notify
   RuntimeDirectory=rpwrap
-  ExecStart=/usr/local/bin/rpwrap --listen :80 --stop-signal WINCH -- /usr/sbin/apache2 -DFOREGROUND
+  ExecStart=/usr/local/bin/rpwrap --listen :80 --pass bind --stop-signal WINCH -- /usr/sbin/apache2 -DFOREGROUND
   ExecReload=/usr/local/bin/rpwrap ctl restart
+  KillMode=mixed
+Or Type=notify-reload without ExecReload= (systemd >= 253 sends SIGHUP and
+waits for rpwrap's RELOADING=1 ... READY=1); not both, or a reload restarts twice.
 
 Run it as a container's ENTRYPOINT (it does PID 1's duties: reaps zombies,
 forwards signals, exits with the server's status):

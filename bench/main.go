@@ -1,0 +1,102 @@
+//go:build linux
+
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/rpwrap/rpwrap/fdpass"
+)
+
+func main() {
+	fdpass.RunShim() // in the exec shim this execs the demo server and never returns
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// options are the bench's flags.
+type options struct {
+	quick    bool
+	soak     bool
+	wrk      bool
+	out      string
+	rpwrap   string
+	only     string
+	restarts int
+}
+
+const usageText = `Usage: go run ./bench [-quick | -soak] [-out DIR] [-rpwrap PATH] [-wrk=false] [-only STRATEGY]
+
+Restarts the demo server under load with each strategy (stop-start,
+reuseport-overlap, rpwrap-cbpf, rpwrap-ebpf) in each scenario (healthy,
+stuck, slow-start) and load shape (closed, open, keepalive), and prints a
+table; writes results.json and one SVG timeline per strategy into DIR.
+Needs root. -quick: a smoke run in under a minute. -soak: 1,000 restarts
+of rpwrap under load, its fd count, RSS and BPF objects at start and end.
+
+Flags:
+`
+
+func run(args []string, stdout, stderr io.Writer) int {
+	var o options
+	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() { fmt.Fprint(stderr, usageText); fs.PrintDefaults() }
+	fs.BoolVar(&o.quick, "quick", false, "a short run: few restarts, fewer rows")
+	fs.BoolVar(&o.soak, "soak", false, "the soak test: 1,000 rpwrap restarts under load")
+	fs.BoolVar(&o.wrk, "wrk", true, "also run wrk (if installed) as a second client against the same restarts (full run only)")
+	fs.StringVar(&o.out, "out", "bench/results", "write results.json and the SVGs into `DIR`")
+	fs.StringVar(&o.rpwrap, "rpwrap", "", "the rpwrap binary to use (`PATH`); empty: go build ./cmd/rpwrap into a temporary directory")
+	fs.IntVar(&o.restarts, "restarts", 50, "restarts in each headline row (rpwrap, healthy and stuck, closed loop) of the full run; the issue's target is 100")
+	fs.StringVar(&o.only, "only", "", "run only the strategy `NAME`")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if os.Geteuid() != 0 {
+		fmt.Fprintln(stderr, "bench: needs root (the eBPF selector needs CAP_BPF); run it with sudo")
+		return 1
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	bin, cleanup, err := rpwrapBinary(ctx, o.rpwrap)
+	if err != nil {
+		fmt.Fprintf(stderr, "bench: %v\n", err)
+		return 1
+	}
+	defer cleanup()
+	m := describeMachine(args)
+	if o.soak {
+		return runSoak(ctx, bin, m, o, stdout, stderr)
+	}
+	return runMatrix(ctx, bin, m, o, stdout, stderr)
+}
+
+// rpwrapBinary returns path, or builds ./cmd/rpwrap when path is empty.
+func rpwrapBinary(ctx context.Context, path string) (string, func(), error) {
+	if path != "" {
+		abs, err := filepath.Abs(path)
+		return abs, func() {}, err
+	}
+	dir, err := os.MkdirTemp("", "rpb-bin-")
+	if err != nil {
+		return "", nil, fmt.Errorf("create build directory: %w", err)
+	}
+	bin := filepath.Join(dir, "rpwrap")
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/rpwrap")
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	start := time.Now()
+	if err := cmd.Run(); err != nil {
+		os.RemoveAll(dir)
+		return "", nil, fmt.Errorf("build rpwrap (go build ./cmd/rpwrap, run from the repository root, or pass -rpwrap PATH): %w", err)
+	}
+	fmt.Fprintf(os.Stderr, "bench: built rpwrap in %s\n", time.Since(start).Round(time.Millisecond))
+	return bin, func() { os.RemoveAll(dir) }, nil
+}

@@ -1,0 +1,132 @@
+//go:build linux
+
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"time"
+)
+
+// report is everything one run measured: results.json.
+type report struct {
+	Machine  machine  `json:"machine"`
+	Mode     string   `json:"mode"`
+	Rows     []row    `json:"rows"`
+	Ratio    []ratio  `json:"throughput_ratio,omitempty"`
+	Wrk      []wrkRow `json:"wrk,omitempty"`
+	Failures []string `json:"failures,omitempty"` // rows that could not run
+}
+
+var loads = []loadShape{
+	{Name: "closed", Clients: 8},
+	{Name: "open", Clients: 64, Rate: 1000},
+	{Name: "keepalive", Clients: 8, KeepAlive: true},
+}
+
+func strategies(bin string) []strategy {
+	return []strategy{
+		plain{bin: bin}, plain{bin: bin, overlap: true},
+		wrapped{bin: bin, selector: "cbpf"}, wrapped{bin: bin, selector: "ebpf"},
+	}
+}
+
+// cell is one row to run.
+type cell struct {
+	st strategy
+	sc scenario
+	ls loadShape
+	p  plan
+}
+
+// cells are the rows of a run: every strategy in every scenario under
+// the closed loop; open loop in healthy and stuck; keep-alive in healthy.
+func cells(bin string, quick bool, only string, headline int) []cell {
+	var cs []cell
+	for _, st := range strategies(bin) {
+		if only != "" && st.Name() != only {
+			continue
+		}
+		for _, sc := range scenarios {
+			for _, ls := range loads {
+				if skip(sc, ls, quick) {
+					continue
+				}
+				cs = append(cs, cell{st: st, sc: sc, ls: ls, p: planFor(st, sc, ls, quick, headline)})
+			}
+		}
+	}
+	return cs
+}
+
+// skip leaves out the rows that cannot run or say nothing new. stuck ×
+// keepalive cannot run: the demo server hangs only once every accepted
+// connection is answered, and keep-alive clients never let go of theirs;
+// no restart strategy can move an established connection anyway.
+// slow-start shows the same under every load. The quick run keeps the
+// closed loop only.
+func skip(sc scenario, ls loadShape, quick bool) bool {
+	switch {
+	case ls.Name == "closed":
+		return false
+	case quick, sc.ReadyDelay > 0:
+		return true
+	}
+	return sc.Stuck && ls.KeepAlive
+}
+
+// planFor sizes a row. The full run gives the rpwrap rows of the headline
+// (healthy and stuck, closed loop) 100 restarts each and enough time for
+// their requests; the others get fewer restarts, as their failures show
+// from the first one.
+func planFor(st strategy, sc scenario, ls loadShape, quick bool, headline int) plan {
+	_, isRpwrap := st.(wrapped)
+	switch {
+	case quick:
+		return plan{Restarts: 1, Steady: 300 * time.Millisecond, Gap: 300 * time.Millisecond}
+	case sc.ReadyDelay > 0:
+		return plan{Restarts: 3, Steady: time.Second, Gap: time.Second}
+	case isRpwrap && ls.Name == "closed":
+		return plan{Restarts: headline, Steady: time.Second, Gap: 200 * time.Millisecond}
+	default:
+		return plan{Restarts: 10, Steady: time.Second, Gap: 500 * time.Millisecond}
+	}
+}
+
+// runMatrix runs every row, then the throughput ratio and wrk, and writes
+// the outputs.
+func runMatrix(ctx context.Context, bin string, m machine, o options, stdout, stderr io.Writer) int {
+	rep := report{Machine: m, Mode: map[bool]string{true: "quick", false: "full"}[o.quick]}
+	printMachine(stdout, m)
+	for _, c := range cells(bin, o.quick, o.only, o.restarts) {
+		if ctx.Err() != nil {
+			break
+		}
+		start := time.Now()
+		r, err := runRow(ctx, c.st, c.sc, c.ls, c.p)
+		if err != nil {
+			rep.Failures = append(rep.Failures, err.Error())
+			fmt.Fprintf(stderr, "bench: %v\n", err)
+			continue
+		}
+		fmt.Fprintf(stderr, "bench: %-17s %-10s %-9s %3d restarts %8d requests %6d failed (%s)\n",
+			r.Strategy, r.Scenario, r.Load, r.Restarts, r.Sent, r.Failed, time.Since(start).Round(100*time.Millisecond))
+		rep.Rows = append(rep.Rows, r)
+	}
+	if ctx.Err() == nil && o.only == "" {
+		rep.Ratio = measureRatios(ctx, bin, o.quick, stderr)
+	}
+	if ctx.Err() == nil && o.wrk && !o.quick && o.only == "" {
+		rep.Wrk = runWrkRows(ctx, bin, o.quick, stderr)
+	}
+	printReport(stdout, rep)
+	if err := writeOutputs(o.out, rep); err != nil {
+		fmt.Fprintf(stderr, "bench: %v\n", err)
+		return 1
+	}
+	if len(rep.Failures) > 0 || ctx.Err() != nil {
+		return 1
+	}
+	return 0
+}

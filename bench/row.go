@@ -1,0 +1,219 @@
+//go:build linux
+
+package main
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/rpwrap/rpwrap/internal/loadgen"
+)
+
+// loadShape is how the clients send requests.
+type loadShape struct {
+	Name      string
+	Clients   int
+	Rate      float64 // > 0: open loop at this many requests/s
+	KeepAlive bool
+}
+
+// plan is how long a row runs and how many restarts it does.
+type plan struct {
+	Restarts int
+	Steady   time.Duration // before the first restart
+	Gap      time.Duration // between restarts, and after the last
+}
+
+// row is one strategy × scenario × load shape: every figure the bench
+// reports about it.
+type row struct {
+	Strategy string `json:"strategy"`
+	Scenario string `json:"scenario"`
+	Load     string `json:"load"`
+
+	Restarts      int      `json:"restarts"`
+	RestartErrors []string `json:"restart_errors,omitempty"`
+
+	Sent      int64 `json:"sent"`
+	OK        int64 `json:"ok"`
+	Failed    int64 `json:"failed"`
+	Refused   int64 `json:"refused"`
+	Reset     int64 `json:"reset"`
+	Timeout   int64 `json:"timeout"`
+	ShortRead int64 `json:"short_read"`
+	Closed    int64 `json:"closed_idle"`
+	BadStatus int64 `json:"bad_status"`
+	Other     int64 `json:"other"`
+
+	FailedInWindows int64           `json:"failed_in_windows"`
+	Steady          loadgen.Summary `json:"latency_steady"`
+	InWindows       loadgen.Summary `json:"latency_in_windows"`
+	Elapsed         time.Duration   `json:"elapsed_ns"`
+	Errors          []string        `json:"errors,omitempty"`
+
+	Cycle    spread `json:"cycle"`
+	Ready    spread `json:"ready"`
+	ToFlip   spread `json:"to_flip"`
+	Overhead spread `json:"overhead"`
+	Flip     spread `json:"flip"`
+	Drain    spread `json:"drain"`
+	Handed   int    `json:"queues_handed"`
+
+	Wrapper *wrapperCost `json:"wrapper,omitempty"`
+
+	Timeline []tick           `json:"timeline"`
+	Windows  []loadgen.Window `json:"windows"`
+	Bucket   time.Duration    `json:"bucket_ns"`
+}
+
+// tick is one timeline bucket: requests started in it that succeeded and
+// failed.
+type tick struct {
+	OK     int64 `json:"ok"`
+	Failed int64 `json:"failed"`
+}
+
+// spread summarises one timing over a row's restarts.
+type spread struct {
+	Median time.Duration `json:"median_ns"`
+	P99    time.Duration `json:"p99_ns"`
+	Max    time.Duration `json:"max_ns"`
+}
+
+// wrapperCost is what the rpwrap process cost over a row.
+type wrapperCost struct {
+	Start         usage         `json:"start"`
+	End           usage         `json:"end"`
+	MaxRSSKiB     int64         `json:"max_rss_kib"`
+	CPUPerRestart time.Duration `json:"cpu_per_restart_ns"`
+}
+
+func spreadOf(ds []time.Duration) spread {
+	if len(ds) == 0 {
+		return spread{}
+	}
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	return spread{Median: s[len(s)/2], P99: s[(len(s)*99)/100], Max: s[len(s)-1]}
+}
+
+// runRow starts a server with st, loads it, restarts it p.Restarts times
+// and returns the figures. It fails only when the server cannot start;
+// failed restarts are counted in the row.
+func runRow(ctx context.Context, st strategy, sc scenario, ls loadShape, p plan) (row, error) {
+	r := row{Strategy: st.Name(), Scenario: sc.Name, Load: ls.Name}
+	in, err := st.Start(ctx, sc)
+	if err != nil {
+		return r, fmt.Errorf("%s %s: %w", st.Name(), sc.Name, err)
+	}
+	defer in.Close()
+	var cost *wrapperCost
+	if pid := in.WrapperPid(); pid != 0 {
+		if u, err := readUsage(pid); err == nil {
+			cost = &wrapperCost{Start: u, MaxRSSKiB: u.RSSKiB}
+		}
+	}
+	bound := p.Steady + time.Duration(p.Restarts+1)*(p.Gap+sc.ReadyDelay+2*time.Second) + time.Minute
+	load, err := loadgen.Start(ctx, loadgen.Config{
+		Target: in.Addr(), Clients: ls.Clients, Rate: ls.Rate, KeepAlive: ls.KeepAlive,
+		Duration: bound, Timeout: 5 * time.Second,
+	})
+	if err != nil {
+		return r, err
+	}
+	sleepCtx(ctx, p.Steady) // steady state before the first restart: pacing, not synchronisation
+	var ts []timings
+	for i := 0; i < p.Restarts && ctx.Err() == nil; i++ {
+		t, err := restartOnce(ctx, in, sc, load, i)
+		if err != nil {
+			r.RestartErrors = append(r.RestartErrors, err.Error())
+		}
+		ts = append(ts, t)
+		if cost != nil {
+			sampleRSS(cost, in.WrapperPid())
+		}
+		sleepCtx(ctx, p.Gap)
+	}
+	load.Stop()
+	res := load.Wait()
+	if cost != nil {
+		if u, err := readUsage(in.WrapperPid()); err == nil {
+			cost.End = u
+			cost.MaxRSSKiB = max(cost.MaxRSSKiB, u.RSSKiB)
+			cost.CPUPerRestart = (u.CPU - cost.Start.CPU) / time.Duration(max(len(ts), 1))
+		}
+		r.Wrapper = cost
+	}
+	r.fill(res, ts)
+	return r, nil
+}
+
+// restartOnce is one restart inside a window of the load: the hang first
+// in the stuck scenario, then the strategy's restart.
+func restartOnce(ctx context.Context, in instance, sc scenario, load *loadgen.Load, i int) (timings, error) {
+	end := load.Window(fmt.Sprintf("restart %d", i+1))
+	defer end()
+	if sc.Stuck {
+		if err := hang(in.ServingPid(), 10*time.Second); err != nil {
+			return timings{}, err
+		}
+	}
+	return in.Restart(ctx)
+}
+
+func sampleRSS(c *wrapperCost, pid int) {
+	if u, err := readUsage(pid); err == nil {
+		c.MaxRSSKiB = max(c.MaxRSSKiB, u.RSSKiB)
+	}
+}
+
+// fill copies the load's counts and the restarts' timings into r.
+func (r *row) fill(res loadgen.Result, ts []timings) {
+	r.Restarts = len(ts)
+	r.Sent, r.OK, r.Failed = res.Sent, res.OK, res.Failed()
+	r.Refused, r.Reset, r.Timeout, r.ShortRead = res.Refused, res.Reset, res.Timeout, res.ShortRead
+	r.Closed, r.BadStatus, r.Other = res.Closed, res.BadStatus, res.Other
+	r.FailedInWindows = res.FailedIn(res.Windows)
+	in, out := res.SplitLatency(res.Windows)
+	r.InWindows, r.Steady = in.Summary(), out.Summary()
+	r.Elapsed, r.Errors, r.Windows, r.Bucket = res.Elapsed, res.Errors, res.Windows, res.Bucket
+	for _, b := range res.Timeline {
+		r.Timeline = append(r.Timeline, tick{OK: b.OK, Failed: b.Failed})
+	}
+	pick := func(f func(timings) time.Duration) spread {
+		var ds []time.Duration
+		for _, t := range ts {
+			ds = append(ds, f(t))
+		}
+		return spreadOf(ds)
+	}
+	r.Cycle = pick(func(t timings) time.Duration { return t.Cycle })
+	r.Ready = pick(func(t timings) time.Duration { return t.Ready })
+	r.ToFlip = pick(func(t timings) time.Duration { return t.ToFlip })
+	r.Overhead = pick(func(t timings) time.Duration { return t.Overhead })
+	r.Flip = pick(func(t timings) time.Duration { return t.Flip })
+	r.Drain = pick(func(t timings) time.Duration { return t.Drain })
+	for _, t := range ts {
+		if t.Handed {
+			r.Handed++
+		}
+	}
+}
+
+// sleepCtx sleeps d or until ctx is done.
+func sleepCtx(ctx context.Context, d time.Duration) {
+	select {
+	case <-ctx.Done():
+	case <-time.After(d):
+	}
+}
+
+// rps is the row's successful requests per second.
+func (r row) rps() float64 {
+	if r.Elapsed <= 0 {
+		return 0
+	}
+	return float64(r.OK) / r.Elapsed.Seconds()
+}

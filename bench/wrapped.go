@@ -1,0 +1,149 @@
+//go:build linux
+
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/rpwrap/rpwrap/supervisor"
+)
+
+// wrapped is rpwrap itself, a separate process as an operator runs it,
+// restarted through its control socket (what `rpwrap ctl restart` does).
+type wrapped struct {
+	bin      string
+	selector string // "ebpf" or "cbpf"
+}
+
+func (w wrapped) Name() string { return "rpwrap-" + w.selector }
+
+type wrappedInstance struct {
+	cmd     *exec.Cmd
+	done    chan struct{}
+	dir     string
+	control string
+	addr    string
+}
+
+func (w wrapped) Start(ctx context.Context, sc scenario) (instance, error) {
+	dir, err := os.MkdirTemp("", "rpb-")
+	if err != nil {
+		return nil, fmt.Errorf("create bench directory: %w", err)
+	}
+	in := &wrappedInstance{dir: dir, control: filepath.Join(dir, "ctl.sock"), done: make(chan struct{})}
+	args := []string{"--listen", "http=127.0.0.1:0", "--selector", w.selector, "--ready", "notify",
+		"--control", in.control, "--drain-timeout", sc.grace().String(), "--drain-stall", "200ms",
+		"--log-level", "error", "--", w.bin, "serve-demo"}
+	in.cmd = exec.Command(w.bin, append(args, sc.serverArgs()...)...)
+	in.cmd.Env = append(os.Environ(), "RUNTIME_DIRECTORY="+dir)
+	in.cmd.Stderr = os.Stderr
+	if err := in.cmd.Start(); err != nil {
+		os.RemoveAll(dir)
+		return nil, fmt.Errorf("start rpwrap %s: %w", w.bin, err)
+	}
+	go func() { in.cmd.Wait(); close(in.done) }()
+	if err := in.waitActive(ctx, 30*time.Second); err != nil {
+		in.Close()
+		return nil, err
+	}
+	return in, nil
+}
+
+// waitActive polls the control socket until a generation is active (the
+// control socket has no event for that) and learns the address.
+func (in *wrappedInstance) waitActive(ctx context.Context, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		select {
+		case <-in.done:
+			return errors.New("rpwrap exited before its first generation was ready; its log is above")
+		default:
+		}
+		if st, err := in.status(ctx); err == nil && len(st.Listeners) > 0 {
+			for _, g := range st.Generations {
+				if g.State == supervisor.StateActive {
+					in.addr = listenerAddr(st.Listeners[0])
+					return nil
+				}
+			}
+		}
+		time.Sleep(20 * time.Millisecond) // polling a state that has no event
+	}
+	return fmt.Errorf("rpwrap: no active generation within %s", timeout)
+}
+
+// listenerAddr takes host:port out of a listener spec string such as
+// "http=tcp://127.0.0.1:41234".
+func listenerAddr(spec string) string {
+	if _, rest, ok := strings.Cut(spec, "="); ok {
+		spec = rest
+	}
+	if _, rest, ok := strings.Cut(spec, "://"); ok {
+		spec = rest
+	}
+	return spec
+}
+
+func (in *wrappedInstance) status(ctx context.Context) (*supervisor.Status, error) {
+	resp, err := supervisor.Call(ctx, in.control, supervisor.Request{Command: "status"})
+	if err != nil {
+		return nil, err
+	}
+	if resp.Status == nil {
+		return nil, fmt.Errorf("rpwrap status: %s", resp.Error)
+	}
+	return resp.Status, nil
+}
+
+func (in *wrappedInstance) Addr() string    { return in.addr }
+func (in *wrappedInstance) WrapperPid() int { return in.cmd.Process.Pid }
+
+func (in *wrappedInstance) ServingPid() int {
+	st, err := in.status(context.Background())
+	if err != nil {
+		return 0
+	}
+	for _, g := range st.Generations {
+		if g.State == supervisor.StateActive {
+			return g.Pid
+		}
+	}
+	return 0
+}
+
+func (in *wrappedInstance) Restart(ctx context.Context) (timings, error) {
+	start := time.Now()
+	resp, err := supervisor.Call(ctx, in.control, supervisor.Request{Command: "restart"})
+	cycle := time.Since(start)
+	if err != nil {
+		return timings{Cycle: cycle}, err
+	}
+	var t timings
+	if r := resp.Restart; r != nil {
+		t = timings{Ready: r.Ready, ToFlip: r.ToFlip, Overhead: r.Overhead, Flip: r.Flip, Drain: r.Drain, Handed: r.Migrated}
+	}
+	t.Cycle = cycle
+	if !resp.OK {
+		return t, fmt.Errorf("rpwrap restart rolled back: %s", resp.Error)
+	}
+	return t, nil
+}
+
+func (in *wrappedInstance) Close() {
+	in.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-in.done:
+	case <-time.After(15 * time.Second):
+		in.cmd.Process.Signal(syscall.SIGKILL)
+		<-in.done
+	}
+	os.RemoveAll(in.dir)
+}

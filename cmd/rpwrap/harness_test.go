@@ -111,6 +111,9 @@ func startWrapperWith(t *testing.T, args []string, prepare func(*exec.Cmd)) *wra
 	t.Cleanup(func() {
 		w.cmd.Process.Signal(syscall.SIGKILL)
 		<-w.done
+		if strings.Contains(w.out.String(), "WARNING: DATA RACE") {
+			t.Errorf("the race detector found a data race in rpwrap (go test -race)")
+		}
 		if t.Failed() {
 			t.Logf("rpwrap output:\n%s", w.out.String())
 		}

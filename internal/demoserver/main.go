@@ -91,10 +91,6 @@ func serve(opts options, lns []net.Listener, stderr io.Writer) int {
 	hangc := make(chan os.Signal, 1)
 	signal.Notify(hangc, syscall.SIGUSR2)
 	defer signal.Stop(hangc)
-	go func() {
-		<-hangc
-		h.start()
-	}()
 	srv := &http.Server{
 		Handler:           newMux(gen, os.Getpid()),
 		ReadHeaderTimeout: 10 * time.Second,
@@ -120,6 +116,10 @@ func serve(opts options, lns []net.Listener, stderr io.Writer) int {
 		lns[i] = h.listener(ln)
 		go func() { errc <- srv.Serve(lns[i]) }()
 	}
+	go func() {
+		<-hangc // SIGUSR2, caught from the start so that it never kills
+		h.start()
+	}()
 	crash := notifyReady(opts, stderr)
 	select {
 	case sig := <-sigc:

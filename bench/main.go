@@ -31,9 +31,12 @@ type options struct {
 	rpwrap   string
 	only     string
 	restarts int
+	requests int64
+	headline bool
 }
 
 const usageText = `Usage: go run ./bench [-quick | -soak] [-out DIR] [-rpwrap PATH] [-wrk=false] [-only STRATEGY]
+                    [-headline] [-restarts N] [-requests N]
 
 Restarts the demo server under load with each strategy (stop-start,
 reuseport-overlap, rpwrap-cbpf, rpwrap-ebpf) in each scenario (healthy,
@@ -56,6 +59,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&o.out, "out", "bench/results", "write results.json and the SVGs into `DIR`")
 	fs.StringVar(&o.rpwrap, "rpwrap", "", "the rpwrap binary to use (`PATH`); empty: go build ./cmd/rpwrap into a temporary directory")
 	fs.IntVar(&o.restarts, "restarts", 50, "restarts in each headline row (rpwrap, healthy and stuck, closed loop) of the full run; the issue's target is 100")
+	fs.Int64Var(&o.requests, "requests", 0, "stretch each headline row of the full run to at least `N` requests, its restarts spread over them (the issue's target: 1000000)")
+	fs.BoolVar(&o.headline, "headline", false, "run the headline rows only (rpwrap, healthy and stuck, closed loop)")
 	fs.StringVar(&o.only, "only", "", "run only the strategy `NAME`")
 	if err := fs.Parse(args); err != nil {
 		return 2
@@ -90,12 +95,12 @@ func rpwrapBinary(ctx context.Context, path string) (string, func(), error) {
 		return "", nil, fmt.Errorf("create build directory: %w", err)
 	}
 	bin := filepath.Join(dir, "rpwrap")
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/rpwrap")
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, "github.com/rpwrap/rpwrap/cmd/rpwrap")
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 	start := time.Now()
 	if err := cmd.Run(); err != nil {
 		os.RemoveAll(dir)
-		return "", nil, fmt.Errorf("build rpwrap (go build ./cmd/rpwrap, run from the repository root, or pass -rpwrap PATH): %w", err)
+		return "", nil, fmt.Errorf("build rpwrap (go build github.com/rpwrap/rpwrap/cmd/rpwrap, run inside the repository, or pass -rpwrap PATH): %w", err)
 	}
 	fmt.Fprintf(os.Stderr, "bench: built rpwrap in %s\n", time.Since(start).Round(time.Millisecond))
 	return bin, func() { os.RemoveAll(dir) }, nil

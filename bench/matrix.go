@@ -42,18 +42,23 @@ type cell struct {
 
 // cells are the rows of a run: every strategy in every scenario under
 // the closed loop; open loop in healthy and stuck; keep-alive in healthy.
-func cells(bin string, quick bool, only string, headline int) []cell {
+func cells(bin string, o options) []cell {
 	var cs []cell
+	quick, only := o.quick, o.only
 	for _, st := range strategies(bin) {
 		if only != "" && st.Name() != only {
 			continue
 		}
 		for _, sc := range scenarios {
 			for _, ls := range loads {
-				if skip(sc, ls, quick) {
+				if skip(sc, ls, quick) || o.headline && !isHeadline(st, sc, ls) {
 					continue
 				}
-				cs = append(cs, cell{st: st, sc: sc, ls: ls, p: planFor(st, sc, ls, quick, headline)})
+				p := planFor(st, sc, ls, quick, o.restarts)
+				if isHeadline(st, sc, ls) && !quick {
+					p.MinRequests = o.requests
+				}
+				cs = append(cs, cell{st: st, sc: sc, ls: ls, p: p})
 			}
 		}
 	}
@@ -76,21 +81,27 @@ func skip(sc scenario, ls loadShape, quick bool) bool {
 	return sc.Stuck && ls.KeepAlive
 }
 
+// isHeadline tells the rows of the main target: rpwrap, healthy
+// and stuck, closed loop.
+func isHeadline(st strategy, sc scenario, ls loadShape) bool {
+	_, isRpwrap := st.(wrapped)
+	return isRpwrap && ls.Name == "closed" && sc.ReadyDelay == 0
+}
+
 // planFor sizes a row. The full run gives the rpwrap rows of the headline
 // (healthy and stuck, closed loop) 100 restarts each and enough time for
 // their requests; the others get fewer restarts, as their failures show
 // from the first one.
 func planFor(st strategy, sc scenario, ls loadShape, quick bool, headline int) plan {
-	_, isRpwrap := st.(wrapped)
 	switch {
 	case quick:
 		return plan{Restarts: 1, Steady: 300 * time.Millisecond, Gap: 300 * time.Millisecond}
 	case sc.ReadyDelay > 0:
 		return plan{Restarts: 3, Steady: time.Second, Gap: time.Second}
-	case isRpwrap && ls.Name == "closed":
+	case isHeadline(st, sc, ls):
 		return plan{Restarts: headline, Steady: time.Second, Gap: 200 * time.Millisecond}
 	default:
-		return plan{Restarts: 10, Steady: time.Second, Gap: 500 * time.Millisecond}
+		return plan{Restarts: 5, Steady: time.Second, Gap: 500 * time.Millisecond}
 	}
 }
 
@@ -99,7 +110,7 @@ func planFor(st strategy, sc scenario, ls loadShape, quick bool, headline int) p
 func runMatrix(ctx context.Context, bin string, m machine, o options, stdout, stderr io.Writer) int {
 	rep := report{Machine: m, Mode: map[bool]string{true: "quick", false: "full"}[o.quick]}
 	printMachine(stdout, m)
-	for _, c := range cells(bin, o.quick, o.only, o.restarts) {
+	for _, c := range cells(bin, o) {
 		if ctx.Err() != nil {
 			break
 		}
@@ -114,10 +125,10 @@ func runMatrix(ctx context.Context, bin string, m machine, o options, stdout, st
 			r.Strategy, r.Scenario, r.Load, r.Restarts, r.Sent, r.Failed, time.Since(start).Round(100*time.Millisecond))
 		rep.Rows = append(rep.Rows, r)
 	}
-	if ctx.Err() == nil && o.only == "" {
+	if ctx.Err() == nil && o.only == "" && !o.headline {
 		rep.Ratio = measureRatios(ctx, bin, o.quick, stderr)
 	}
-	if ctx.Err() == nil && o.wrk && !o.quick && o.only == "" {
+	if ctx.Err() == nil && o.wrk && !o.quick && o.only == "" && !o.headline {
 		rep.Wrk = runWrkRows(ctx, bin, o.quick, stderr)
 	}
 	printReport(stdout, rep)

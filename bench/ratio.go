@@ -24,7 +24,7 @@ type ratio struct {
 // measureRatios alternates unwrapped and wrapped runs, rounds times each,
 // so that drift of a shared machine falls on both sides alike.
 func measureRatios(ctx context.Context, bin string, quick bool, stderr io.Writer) []ratio {
-	d, rounds := 5*time.Second, 3
+	d, rounds := 3*time.Second, 3
 	if quick {
 		d, rounds = time.Second, 1
 	}

@@ -23,7 +23,24 @@ type loadShape struct {
 type plan struct {
 	Restarts int
 	Steady   time.Duration // before the first restart
-	Gap      time.Duration // between restarts, and after the last
+	Gap      time.Duration // between restarts, and after the last; at least this
+
+	// MinRequests > 0 stretches the gaps so that the row sends at least
+	// this many requests with its restarts spread over them.
+	MinRequests int64
+}
+
+// gap is the pause before restart done+1 (or after the last): p.Gap, or
+// longer to spread the restarts over p.MinRequests at the rate so far.
+func (p plan) gap(load *loadgen.Load, done int) time.Duration {
+	pr := load.Progress()
+	left := p.MinRequests - pr.Sent
+	if left <= 0 || pr.Sent == 0 {
+		return p.Gap
+	}
+	rate := float64(pr.Sent) / pr.Elapsed.Seconds()
+	g := time.Duration(float64(left) / rate / float64(p.Restarts-done+1) * float64(time.Second))
+	return min(max(p.Gap, g), time.Minute)
 }
 
 // row is one strategy × scenario × load shape: every figure the bench
@@ -115,7 +132,8 @@ func runRow(ctx context.Context, st strategy, sc scenario, ls loadShape, p plan)
 			cost = &wrapperCost{Start: u, MaxRSSKiB: u.RSSKiB}
 		}
 	}
-	bound := p.Steady + time.Duration(p.Restarts+1)*(p.Gap+sc.ReadyDelay+2*time.Second) + time.Minute
+	bound := p.Steady + time.Duration(p.Restarts+1)*(p.Gap+sc.ReadyDelay+2*time.Second) + time.Minute +
+		time.Duration(p.MinRequests/500)*time.Second // the load stops by itself even if the bench does not
 	load, err := loadgen.Start(ctx, loadgen.Config{
 		Target: in.Addr(), Clients: ls.Clients, Rate: ls.Rate, KeepAlive: ls.KeepAlive,
 		Duration: bound, Timeout: 5 * time.Second,
@@ -126,6 +144,9 @@ func runRow(ctx context.Context, st strategy, sc scenario, ls loadShape, p plan)
 	sleepCtx(ctx, p.Steady) // steady state before the first restart: pacing, not synchronisation
 	var ts []timings
 	for i := 0; i < p.Restarts && ctx.Err() == nil; i++ {
+		if i > 0 {
+			sleepCtx(ctx, p.gap(load, i)) // pacing between restarts
+		}
 		t, err := restartOnce(ctx, in, sc, load, i)
 		if err != nil {
 			r.RestartErrors = append(r.RestartErrors, err.Error())
@@ -134,8 +155,8 @@ func runRow(ctx context.Context, st strategy, sc scenario, ls loadShape, p plan)
 		if cost != nil {
 			sampleRSS(cost, in.WrapperPid())
 		}
-		sleepCtx(ctx, p.Gap)
 	}
+	sleepCtx(ctx, p.gap(load, p.Restarts)) // steady state after the last restart
 	load.Stop()
 	res := load.Wait()
 	if cost != nil {

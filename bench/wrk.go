@@ -38,7 +38,7 @@ func runWrkRows(ctx context.Context, bin string, quick bool, stderr io.Writer) [
 		fmt.Fprintln(stderr, "bench: wrk not installed (apt-get install wrk): no second client")
 		return nil
 	}
-	d, restarts := 8*time.Second, 10
+	d, restarts := 6*time.Second, 5
 	if quick {
 		d, restarts = 2*time.Second, 2
 	}

@@ -1,0 +1,53 @@
+//go:build linux
+
+package examples
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"testing"
+
+	"github.com/rpwrap/rpwrap/internal/testutil"
+	"golang.org/x/sys/unix"
+)
+
+// rpwrapBin is the rpwrap binary built for this run by TestMain.
+var rpwrapBin string
+
+func TestMain(m *testing.M) {
+	os.Exit(runTests(m))
+}
+
+func runTests(m *testing.M) int {
+	dir, err := os.MkdirTemp("", "rpwrap-examples")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	rpwrapBin = filepath.Join(dir, "rpwrap")
+	build := exec.Command(goTool(), "build", "-o", rpwrapBin, "../cmd/rpwrap")
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintf(os.Stderr, "build rpwrap: %v\n", err)
+		return 1
+	}
+	// Server processes orphaned by a dying rpwrap come to us, not to init:
+	// the leak check then sees them as children, and cleanups kill them.
+	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
+		fmt.Fprintf(os.Stderr, "become child subreaper: %v\n", err)
+		return 1
+	}
+	return testutil.VerifyNoLeaks(m)
+}
+
+// goTool is the go command that runs this test.
+func goTool() string {
+	if p, err := exec.LookPath("go"); err == nil {
+		return p
+	}
+	return filepath.Join(runtime.GOROOT(), "bin", "go")
+}

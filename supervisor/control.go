@@ -83,14 +83,36 @@ func listenControl(path string, s *Supervisor) (*controlServer, error) {
 	return &controlServer{l: l, path: path, s: s}, nil
 }
 
+// serve accepts clients until the socket is closed. Running out of file
+// descriptors or memory does not end it: it waits and accepts again, as
+// net/http does, so a restart refused for RLIMIT_NOFILE does not take
+// `rpwrap ctl` down with it.
 func (c *controlServer) serve() {
+	var delay time.Duration
 	for {
 		conn, err := c.l.AcceptUnix()
-		if err != nil {
+		if err == nil {
+			delay = 0
+			go c.handle(conn)
+			continue
+		}
+		if !isTemporary(err) {
 			return
 		}
-		go c.handle(conn)
+		delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+		time.Sleep(delay) // no event says that a descriptor was freed
 	}
+}
+
+// isTemporary reports whether accept may succeed later: the process or the
+// system ran out of descriptors or memory, or the client gave up.
+func isTemporary(err error) bool {
+	for _, errno := range []syscall.Errno{syscall.EMFILE, syscall.ENFILE, syscall.ENOBUFS, syscall.ENOMEM, syscall.ECONNABORTED} {
+		if errors.Is(err, errno) {
+			return true
+		}
+	}
+	return false
 }
 
 func (c *controlServer) close() {
@@ -98,16 +120,18 @@ func (c *controlServer) close() {
 }
 
 // handle serves one client, after checking with SO_PEERCRED that it runs as
-// rpwrap's own user or as root.
+// rpwrap's own user or as root. The request is read before a refusal is
+// sent, so that the client's write does not fail (EPIPE) before it can
+// read why it was refused.
 func (c *controlServer) handle(conn *net.UnixConn) {
 	defer conn.Close()
 	reply := func(r Response) { json.NewEncoder(conn).Encode(r) }
+	conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	line, err := bufio.NewReader(&limitReader{conn, maxRequest + 1}).ReadBytes('\n')
 	if err := checkPeer(conn); err != nil {
 		reply(Response{Error: err.Error()})
 		return
 	}
-	conn.SetReadDeadline(time.Now().Add(10 * time.Second))
-	line, err := bufio.NewReader(&limitReader{conn, maxRequest + 1}).ReadBytes('\n')
 	if err != nil && !errors.Is(err, os.ErrDeadlineExceeded) && len(line) == 0 {
 		return
 	}

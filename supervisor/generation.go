@@ -50,6 +50,9 @@ type generation struct {
 }
 
 func (g *generation) String() string {
+	if g.pid == 0 {
+		return "generation " + strconv.Itoa(g.n)
+	}
 	return "generation " + strconv.Itoa(g.n) + " (pid " + strconv.Itoa(g.pid) + ")"
 }
 
@@ -175,6 +178,10 @@ func (s *Supervisor) spawn(g *generation) error {
 // to its whole process group, so that no worker keeps a socket. It returns
 // once g's main process is reaped.
 func (s *Supervisor) stop(g *generation, timeout time.Duration) {
+	if g.pid == 0 { // never started: nothing to stop
+		s.setState(g, StateStopped)
+		return
+	}
 	if !g.exited() {
 		g.log.Info("stopping", "signal", sigName(s.cfg.StopSignal), "timeout", timeout)
 		signalProcess(g.pid, s.cfg.StopSignal)

@@ -63,7 +63,12 @@ func rawFd(f *os.File) (uintptr, error) {
 }
 
 // signalProcess sends sig to pid, ignoring a process that is already gone.
+// A pid of 0 or less (a generation that never started) is ignored too:
+// kill(2) would read it as a process group, rpwrap's own among them.
 func signalProcess(pid int, sig syscall.Signal) error {
+	if pid <= 0 {
+		return nil
+	}
 	if err := unix.Kill(pid, sig); err != nil && err != unix.ESRCH {
 		return fmt.Errorf("send %v to pid %d: %w", sig, pid, err)
 	}
@@ -71,7 +76,10 @@ func signalProcess(pid int, sig syscall.Signal) error {
 }
 
 // killGroup sends SIGKILL to every process in the group pgid, so that
-// workers a server forked do not keep its listening socket alive.
+// workers a server forked do not keep its listening socket alive. A pgid of
+// 0 or less is ignored: kill(0) would hit rpwrap's own group.
 func killGroup(pgid int) {
-	_ = unix.Kill(-pgid, unix.SIGKILL)
+	if pgid > 0 {
+		_ = unix.Kill(-pgid, unix.SIGKILL)
+	}
 }

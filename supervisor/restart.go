@@ -47,6 +47,7 @@ func (s *Supervisor) restart(ctx context.Context) RestartResult {
 		s.mu.Lock()
 		s.rolledBack++
 		s.mu.Unlock()
+		err = explainFDLimit(err)
 		res.Error = err.Error()
 		s.cfg.Log.Error("restart rolled back; the serving generation keeps serving", "generation", g.n, "err", err)
 		return res
@@ -197,6 +198,9 @@ func (s *Supervisor) waitReady(ctx context.Context, g *generation) error {
 		}
 		if err != nil && g.exited() {
 			return fmt.Errorf("exited before it was ready (%s)", g.exit)
+		}
+		if err != nil && errors.Is(context.Cause(ctx), context.Canceled) {
+			return errors.New("abandoned: rpwrap is stopping")
 		}
 		if err != nil && ctx.Err() == context.DeadlineExceeded {
 			return fmt.Errorf("not ready within %s (--ready-timeout; readiness check %s): %w", s.cfg.ReadyTimeout, s.cfg.Ready, err)

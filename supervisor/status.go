@@ -18,6 +18,7 @@ type Status struct {
 	Generations []GenerationStatus `json:"generations"`
 	Restarts    int                `json:"restarts"`
 	RolledBack  int                `json:"rolled_back"`
+	Respawns    int                `json:"respawns"` // generations started because the serving one died (--restart-on-failure)
 	Last        *RestartResult     `json:"last_restart,omitempty"`
 }
 
@@ -33,7 +34,7 @@ type GenerationStatus struct {
 // Status reports the supervisor's generations and counters.
 func (s *Supervisor) Status() Status {
 	s.mu.Lock()
-	st := Status{Selector: string(s.Flavour()), Restarts: s.restarts, RolledBack: s.rolledBack, Last: s.last}
+	st := Status{Selector: string(s.Flavour()), Restarts: s.restarts, RolledBack: s.rolledBack, Respawns: s.respawns, Last: s.last}
 	gens := append([]*generation(nil), s.gens...)
 	states := make([]State, len(gens))
 	for i, g := range gens {
@@ -60,7 +61,7 @@ func (st Status) Write(w io.Writer) {
 	for _, l := range st.Listeners {
 		fmt.Fprintf(w, "listen:    %s\n", l)
 	}
-	fmt.Fprintf(w, "restarts:  %d done, %d rolled back\n", st.Restarts, st.RolledBack)
+	fmt.Fprintf(w, "restarts:  %d done, %d rolled back, %d respawned after a crash\n", st.Restarts, st.RolledBack, st.Respawns)
 	if r := st.Last; r != nil {
 		fmt.Fprintf(w, "last:      generation %d ready in %s, flipped %s after the trigger (rpwrap's share %s), drained in %s\n",
 			r.Generation, r.Ready.Round(time.Millisecond), r.ToFlip.Round(time.Millisecond), r.Overhead.Round(10*time.Microsecond), r.Drain.Round(time.Millisecond))

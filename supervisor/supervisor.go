@@ -35,6 +35,7 @@ type Supervisor struct {
 	nextGen    int
 	restarts   int
 	rolledBack int
+	respawns   int
 	last       *RestartResult
 }
 
@@ -63,6 +64,7 @@ func New(cfg Config) (_ *Supervisor, err error) {
 	defer func() {
 		if err != nil {
 			s.closeGroups(first)
+			err = explainFDLimit(err)
 		}
 	}()
 	listeners := cfg.Adopted
@@ -147,7 +149,7 @@ func (s *Supervisor) Run(ctx context.Context) int {
 	first := s.gens[0]
 	s.nextGen = 2
 	if err := s.spawn(first); err != nil {
-		s.cfg.Log.Error("cannot start the server", "err", err)
+		s.cfg.Log.Error("cannot start the server", "err", explainFDLimit(err))
 		return exitCodeFor(err)
 	}
 	first.log.Info("started", "command", s.cfg.Argv)
@@ -172,6 +174,12 @@ func (s *Supervisor) loop(ctx context.Context, sigs chan os.Signal, first *gener
 	startRestart := func(waiters []chan<- RestartResult) {
 		running = true
 		go func() { restartDone <- restartOutcome{s.restart(rctx), waiters} }()
+	}
+	// A respawn runs like a restart: signals and triggers keep being
+	// served meanwhile, and SIGTERM cancels its backoff.
+	startRespawn := func(g *generation) {
+		running = true
+		go func() { s.respawnLoop(rctx, g, backoff); restartDone <- restartOutcome{} }()
 	}
 	for {
 		select {
@@ -202,7 +210,7 @@ func (s *Supervisor) loop(ctx context.Context, sigs chan os.Signal, first *gener
 				}
 			case syscall.SIGTERM, syscall.SIGINT:
 				cancelRestarts()
-				return s.shutdown(sig, running, restartDone)
+				return s.shutdown(sig, running, restartDone, pending)
 			default:
 				if a := s.current(); a != nil {
 					signalProcess(a.pid, sig.(syscall.Signal))
@@ -216,30 +224,28 @@ func (s *Supervisor) loop(ctx context.Context, sigs chan os.Signal, first *gener
 			}
 		case out := <-restartDone:
 			running = false
-			for _, w := range out.waiters {
-				if w != nil {
-					w <- out.result
-				}
-			}
+			out.answer(out.result)
 			if len(pending) > 0 {
 				startRestart(pending)
 				pending = nil
 			} else if a := s.current(); a != nil && a.exited() {
-				if code, stop := s.activeDied(ctx, a, backoff); stop {
+				if code, stop := s.activeDied(a); stop {
 					return code
 				}
+				startRespawn(a)
 			}
 		case g := <-s.exits:
 			g.log.Info("exited", "exit", g.exit.String())
 			if g != s.current() || running || s.stateOf(g) == StateStopped {
 				continue // a restart or a stop is taking care of it
 			}
-			if code, stop := s.activeDied(ctx, g, backoff); stop {
+			if code, stop := s.activeDied(g); stop {
 				return code
 			}
+			startRespawn(g)
 		case <-ctx.Done():
 			cancelRestarts()
-			return s.shutdown(syscall.SIGTERM, running, restartDone)
+			return s.shutdown(syscall.SIGTERM, running, restartDone, pending)
 		}
 	}
 }
@@ -249,32 +255,59 @@ type restartOutcome struct {
 	waiters []chan<- RestartResult
 }
 
-// activeDied handles the end of the generation that was serving: rpwrap
-// exits with its status, or with --restart-on-failure starts a fresh
-// generation on the same sockets, which kept queueing connections meanwhile.
-func (s *Supervisor) activeDied(ctx context.Context, g *generation, b *backoff) (int, bool) {
+// answer sends r to every waiter of the outcome.
+func (o restartOutcome) answer(r RestartResult) {
+	for _, w := range o.waiters {
+		if w != nil {
+			w <- r
+		}
+	}
+}
+
+// activeDied handles the end of the generation that was serving: it kills
+// what is left of its process group, and reports whether rpwrap must exit,
+// with which status. With --restart-on-failure it must not: the caller
+// starts respawnLoop, and the sockets keep queueing connections meanwhile.
+func (s *Supervisor) activeDied(g *generation) (code int, exit bool) {
 	killGroup(g.pid)
 	if !s.cfg.RestartOnFailure {
 		g.log.Error("server exited; rpwrap exits with its status", "exit", g.exit.String())
 		s.setState(g, StateStopped)
 		return g.exit.Code(), true
 	}
+	return 0, false
+}
+
+// respawnLoop starts fresh generations on the sockets of g, the serving
+// generation that died, waiting longer before each attempt, until one is
+// ready (it becomes the active one) or ctx ends (rpwrap is stopping).
+func (s *Supervisor) respawnLoop(ctx context.Context, g *generation, b *backoff) {
+	if time.Since(g.started) >= maxBackoff {
+		b.reset() // it served a good while: a new failure, not a crash loop
+	}
+	why := g.exit.String()
 	for {
 		wait := b.next()
-		g.log.Warn("server exited; starting a new generation on the same sockets", "exit", g.exit.String(), "backoff", wait)
+		s.cfg.Log.Warn("server exited; starting a new generation on the same sockets",
+			"generation", g.n, "exit", why, "backoff", wait)
+		t := time.NewTimer(wait)
 		select {
-		case <-time.After(wait):
+		case <-t.C:
 		case <-ctx.Done():
-			return g.exit.Code(), true
+			t.Stop()
+			return
 		}
 		ng, err := s.respawn(ctx, g)
 		if err == nil {
 			s.activate(ng)
-			ng.log.Info("ready")
-			return 0, false
+			s.mu.Lock()
+			s.respawns++
+			s.mu.Unlock()
+			ng.log.Info("ready: serving on the sockets of the generation that died", "replaces", g.n)
+			return
 		}
-		s.cfg.Log.Error("respawn failed", "err", err)
-		g = ng
+		s.cfg.Log.Error("respawn failed", "generation", ng.n, "err", err)
+		g, why = ng, err.Error()
 	}
 }
 
@@ -288,30 +321,32 @@ func (s *Supervisor) respawn(ctx context.Context, g *generation) (*generation, e
 	s.mu.Unlock()
 	g.listeners, g.slots = nil, nil
 	if err := s.spawn(ng); err != nil {
-		return ng, err
+		return ng, explainFDLimit(err)
 	}
 	if err := s.waitReady(ctx, ng); err != nil {
 		killGroup(ng.pid)
 		<-ng.done
-		return ng, err
+		return ng, fmt.Errorf("%s: %w", ng, err)
 	}
 	return ng, nil
 }
 
-// shutdown stops every generation, the one being replaced first, then the
-// active one, and returns the active generation's exit status.
-func (s *Supervisor) shutdown(sig os.Signal, running bool, restartDone chan restartOutcome) int {
+// shutdown stops every generation and returns the exit status of the one
+// that receives new connections at that moment. A restart in progress ends
+// first (its context is cancelled): before the flip its successor is killed
+// and the predecessor is the active one; after the flip the predecessor is
+// drained as usual and the successor is the active one. Then every other
+// generation is stopped, and the active one last. Restarts still queued are
+// answered with an error.
+func (s *Supervisor) shutdown(sig os.Signal, running bool, restartDone chan restartOutcome, pending []chan<- RestartResult) int {
 	s.cfg.Log.Info("stopping", "signal", sig)
 	if s.cfg.Notifier != nil {
 		s.cfg.Notifier.Stopping()
 	}
+	restartOutcome{waiters: pending}.answer(RestartResult{Error: "rpwrap is stopping: restart not done"})
 	if running {
 		out := <-restartDone // its context is cancelled: it ends early
-		for _, w := range out.waiters {
-			if w != nil {
-				w <- out.result
-			}
-		}
+		out.answer(out.result)
 	}
 	active := s.current()
 	for _, g := range s.liveGenerations() {
@@ -381,6 +416,8 @@ func (s *Supervisor) Restart(ctx context.Context) (RestartResult, error) {
 			return r, errors.New(r.Error)
 		}
 		return r, nil
+	case <-s.quit:
+		return RestartResult{}, errors.New("restart: rpwrap stopped before the restart ran")
 	case <-ctx.Done():
 		return RestartResult{}, ctx.Err()
 	}
@@ -453,6 +490,13 @@ func exitCodeFor(err error) int {
 	return 1
 }
 
+// The waits before respawning a generation that died: minBackoff, doubled
+// after each failed attempt, at most maxBackoff.
+const (
+	minBackoff = 100 * time.Millisecond
+	maxBackoff = 10 * time.Second
+)
+
 // backoff yields exponentially growing waits between respawns.
 type backoff struct{ d time.Duration }
 
@@ -461,9 +505,11 @@ func newBackoff() *backoff { return &backoff{} }
 func (b *backoff) next() time.Duration {
 	switch {
 	case b.d == 0:
-		b.d = 100 * time.Millisecond
-	case b.d < 10*time.Second:
-		b.d *= 2
+		b.d = minBackoff
+	case b.d < maxBackoff:
+		b.d = min(2*b.d, maxBackoff)
 	}
 	return b.d
 }
+
+func (b *backoff) reset() { b.d = 0 }

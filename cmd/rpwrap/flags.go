@@ -205,5 +205,10 @@ the one restart that runs after the current one.
 
 Exit status: the server's exit code; 128+N when signal N killed it; 127 when
 COMMAND is not found; 126 when it cannot be executed; 2 for bad flags; 1 when
-rpwrap could not start (the message says why).
+rpwrap could not start (the message says why). On SIGTERM or SIGINT it is the
+status of the generation that receives new connections at that moment: during
+a restart, before the flip the successor is killed and the old generation is
+stopped and gives the status; after the flip the old one finishes draining,
+then the new one is stopped and gives it. With --restart-on-failure, between
+a crash and the next generation, it is the status of the server that died.
 `

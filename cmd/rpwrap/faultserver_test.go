@@ -1,0 +1,127 @@
+//go:build linux
+
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// faultServerArg, as argv[1], makes the test binary a server with a fault
+// the demo server does not have (see runFaultServer). The check runs in
+// init, before TestMain, and no other process of the test binary has this
+// argv[1]: rpwrap's is a flag, the shim's the server's path.
+const faultServerArg = "fault-server"
+
+func init() {
+	if len(os.Args) >= 3 && os.Args[1] == faultServerArg {
+		if os.Args[2] == "list-fds" {
+			os.Exit(listFDsThenServe(os.Args[3:]))
+		}
+		os.Exit(runFaultServer(os.Args[2]))
+	}
+}
+
+// fdsDirEnv names the directory where list-fds writes its listing.
+const fdsDirEnv = "RPWRAP_TEST_FDS_DIR"
+
+// listFDsThenServe writes the descriptors this process inherited (fd ->
+// link target, one a line) to $RPWRAP_TEST_FDS_DIR/fds.$RPWRAP_GENERATION,
+// then execs the demo server with args in its place (same pid). It runs
+// in init, before the program has opened any descriptor, and lists
+// /proc/self/fd with raw system calls, so that no poller descriptor is
+// added.
+func listFDsThenServe(args []string) int {
+	dirfd, err := unix.Open("/proc/self/fd", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return 2
+	}
+	var names []string
+	buf := make([]byte, 8192)
+	for {
+		n, err := unix.ReadDirent(dirfd, buf)
+		if err != nil || n == 0 {
+			break
+		}
+		_, _, names = unix.ParseDirent(buf[:n], -1, names)
+	}
+	var list strings.Builder
+	for _, name := range names {
+		target, _ := os.Readlink("/proc/self/fd/" + name)
+		// The directory's own descriptor, and the cgroup CPU limit files
+		// the Go runtime (1.25+) keeps open to size GOMAXPROCS, are the
+		// lister's, not inherited.
+		if name == strconv.Itoa(dirfd) || strings.HasPrefix(target, "/sys/fs/cgroup/") {
+			continue
+		}
+		list.WriteString(name + " -> " + target + "\n")
+	}
+	unix.Close(dirfd)
+	path := os.Getenv(fdsDirEnv) + "/fds." + os.Getenv("RPWRAP_GENERATION")
+	if err := os.WriteFile(path, []byte(list.String()), 0o644); err != nil {
+		return 2
+	}
+	err = syscall.Exec("/proc/self/exe", append([]string{"rpwrap", "serve-demo"}, args...), os.Environ())
+	fmt.Fprintf(os.Stderr, "exec the demo server: %v\n", err)
+	return 127
+}
+
+// runFaultServer serves HTTP on the socket at fd 3 (socket activation),
+// answering every connection it accepts. mode "close-listener-on-usr1":
+// SIGUSR1 makes it close its listener but keep running, as a server that
+// closes its socket too early does; connections then wait in the queue of
+// the socket rpwrap still holds. SIGTERM: it answers what it accepted and
+// exits 0.
+func runFaultServer(mode string) int {
+	if mode != "close-listener-on-usr1" {
+		fmt.Fprintf(os.Stderr, "fault server: unknown mode %q\n", mode)
+		return 2
+	}
+	f := os.NewFile(3, "listener")
+	ln, err := net.FileListener(f)
+	f.Close()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "fault server: %v\n", err)
+		return 2
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		io.WriteString(w, "fault server pid="+itoa(os.Getpid()))
+	})}
+	srv.SetKeepAlivesEnabled(false)
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, syscall.SIGUSR1, syscall.SIGTERM)
+	for {
+		select {
+		case sig := <-sigs:
+			if sig == syscall.SIGUSR1 {
+				fmt.Fprintf(os.Stderr, "fault server pid=%d: closing my listener, still running\n", os.Getpid())
+				ln.Close()
+				continue
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			if srv.Shutdown(ctx) != nil {
+				return 1
+			}
+			return 0
+		case err := <-served:
+			if err != http.ErrServerClosed && !strings.Contains(err.Error(), "use of closed") {
+				fmt.Fprintf(os.Stderr, "fault server: %v\n", err)
+				return 1
+			}
+		}
+	}
+}

@@ -78,6 +78,8 @@ type row struct {
 	Drain    spread `json:"drain"`
 	Handed   int    `json:"queues_handed"`
 
+	PerRestart []timings `json:"per_restart"` // in the order of Windows
+
 	Wrapper *wrapperCost `json:"wrapper,omitempty"`
 
 	Timeline []tick           `json:"timeline"`
@@ -216,6 +218,7 @@ func (r *row) fill(res loadgen.Result, ts []timings) {
 	r.Overhead = pick(func(t timings) time.Duration { return t.Overhead })
 	r.Flip = pick(func(t timings) time.Duration { return t.Flip })
 	r.Drain = pick(func(t timings) time.Duration { return t.Drain })
+	r.PerRestart = ts
 	for _, t := range ts {
 		if t.Handed {
 			r.Handed++

@@ -134,7 +134,7 @@ func runShim(path string) int {
 
 func bindFilter() error {
 	if installBindFilter == nil {
-		return errors.New("the bind route needs bind interception, which this rpwrap binary lacks: use --route listen-fds or nginx")
+		return errors.New("the bind route needs bind interception, which this rpwrap binary lacks: use --pass listen-fds or nginx")
 	}
 	if err := installBindFilter(); err != nil {
 		return fmt.Errorf("install bind filter: %w", err)

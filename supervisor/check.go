@@ -117,7 +117,7 @@ func (s *Supervisor) execCheck(ctx context.Context, g *generation) error {
 	env := append(append([]string(nil), s.cfg.Env...),
 		"RPWRAP_GENERATION="+strconv.Itoa(g.n), "RPWRAP_PID="+strconv.Itoa(g.pid))
 	p := procSpec{exe: "/bin/sh", argv: []string{"sh", "-c", s.cfg.Ready.Arg}, env: env,
-		files: []*os.File{devNull(), s.cfg.Stderr, s.cfg.Stderr}}
+		files: []*os.File{s.cfg.Stdin, s.cfg.Stderr, s.cfg.Stderr}}
 	pid, exit, err := s.reaper.start(p.fork)
 	if err != nil {
 		return err
@@ -133,13 +133,4 @@ func (s *Supervisor) execCheck(ctx context.Context, g *generation) error {
 		<-exit
 		return ctx.Err()
 	}
-}
-
-var devNullFile *os.File
-
-func devNull() *os.File {
-	if devNullFile == nil {
-		devNullFile, _ = os.Open(os.DevNull)
-	}
-	return devNullFile
 }

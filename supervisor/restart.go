@@ -3,9 +3,13 @@
 package supervisor
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/rpwrap/rpwrap/bpf"
@@ -196,6 +200,9 @@ func (s *Supervisor) waitReady(ctx context.Context, g *generation) error {
 		if err == nil {
 			err = s.guard(g) // ready, but on the sockets rpwrap gave it?
 		}
+		if err == nil && !alive(g) {
+			return fmt.Errorf("exited after it was ready, before the flip")
+		}
 		if err != nil && g.exited() {
 			return fmt.Errorf("exited before it was ready (%s)", g.exit)
 		}
@@ -208,7 +215,23 @@ func (s *Supervisor) waitReady(ctx context.Context, g *generation) error {
 		return err
 	case <-g.done:
 		cancel()
-		<-checked
+		if err := <-checked; err == nil {
+			return fmt.Errorf("exited after it was ready, before the flip (%s)", g.exit)
+		}
 		return fmt.Errorf("exited before it was ready (%s)", g.exit)
 	}
+}
+
+// alive reports whether g's main process still runs: not reaped, and not a
+// zombie waiting to be (its exit is on its way to the reaper).
+func alive(g *generation) bool {
+	if g.exited() {
+		return false
+	}
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(g.pid) + "/stat")
+	if err != nil {
+		return false
+	}
+	f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
+	return len(f) > 0 && f[0] != "Z" && f[0] != "X"
 }

@@ -212,8 +212,8 @@ func (s *Supervisor) loop(ctx context.Context, sigs chan os.Signal, first *gener
 				cancelRestarts()
 				return s.shutdown(sig, running, restartDone, pending)
 			default:
-				if a := s.current(); a != nil {
-					signalProcess(a.pid, sig.(syscall.Signal))
+				if pid := s.signalTarget(); pid != 0 {
+					signalProcess(pid, sig.(syscall.Signal))
 				}
 			}
 		case reply := <-s.triggers:
@@ -421,6 +421,20 @@ func (s *Supervisor) Restart(ctx context.Context) (RestartResult, error) {
 	case <-ctx.Done():
 		return RestartResult{}, ctx.Err()
 	}
+}
+
+// signalTarget is the pid forwarded signals go to: the active generation's,
+// or, before the first one is ready, the first generation's.
+func (s *Supervisor) signalTarget() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.active != nil {
+		return s.active.pid
+	}
+	if len(s.gens) > 0 {
+		return s.gens[0].pid
+	}
+	return 0
 }
 
 func (s *Supervisor) current() *generation {

@@ -36,7 +36,7 @@ echo up >` + filepath.Join(dir, "up") + `
 while :; do sleep 0.05; done`
 	exe := testBinary(t)
 	var out syncBuffer
-	cmd := exec.Command("unshare", "--pid", "--fork", "--mount-proc", "--net", "--",
+	cmd := exec.Command("unshare", "--pid", "--fork", "--kill-child=SIGKILL", "--mount-proc", "--net", "--",
 		"/bin/sh", "-c", `ip link set lo up 2>/dev/null || true; exec "$0" "$@"`,
 		exe, "--listen", "127.0.0.1:8080", "--ready", "none", "--control", filepath.Join(dir, "ctl.sock"),
 		"--", "/bin/sh", "-c", server)

@@ -49,10 +49,32 @@ type inetDiagMsg struct {
 }
 
 const (
-	tcpTimeWait = 6 // TCP_TIME_WAIT: never blocks a bind with SO_REUSEADDR
-	tcpSynRecv  = 3 // TCP_SYN_RECV: request sockets, not bound
-	allStates   = ^uint32(0)
+	tcpTimeWait = 6  // TCP_TIME_WAIT: never blocks a bind with SO_REUSEADDR
+	tcpSynRecv  = 3  // TCP_SYN_RECV: request sockets, not bound
+	tcpListen   = 10 // TCP_LISTEN
+	// boundStates are the states of sockets that can block a bind: not
+	// TIME_WAIT and SYN_RECV, of which a busy server has a hundred thousand.
+	boundStates = ^uint32(0) &^ (1<<tcpTimeWait | 1<<tcpSynRecv)
 )
+
+// ListeningInodes returns the inodes of every TCP socket listening on port,
+// IPv4 and IPv6, in rpwrap's network namespace, from sock_diag(7) filtered
+// in the kernel by state, so it stays cheap with many connections open.
+func ListeningInodes(port uint16) ([]uint64, error) {
+	var inodes []uint64
+	for _, family := range []uint8{unix.AF_INET, unix.AF_INET6} {
+		msgs, err := dumpSockets(family, unix.IPPROTO_TCP, 1<<tcpListen)
+		if err != nil {
+			return nil, fmt.Errorf("list listening sockets: %w", err)
+		}
+		for _, m := range msgs {
+			if m.Inode != 0 && binary.BigEndian.Uint16(m.ID.SPort[:]) == port {
+				inodes = append(inodes, uint64(m.Inode))
+			}
+		}
+	}
+	return inodes, nil
+}
 
 // findHolder looks for a socket bound to spec's port and an overlapping
 // address, and for a process holding it. ok is false when sock_diag or /proc
@@ -79,12 +101,12 @@ func boundInodes(spec Spec) map[uint64]bool {
 	}
 	inodes := map[uint64]bool{}
 	for _, family := range []uint8{unix.AF_INET, unix.AF_INET6} {
-		msgs, err := dumpSockets(family, proto)
+		msgs, err := dumpSockets(family, proto, boundStates)
 		if err != nil {
 			continue
 		}
 		for _, m := range msgs {
-			if m.Inode != 0 && m.State != tcpTimeWait && m.State != tcpSynRecv && conflicts(spec.Addr, m) {
+			if m.Inode != 0 && conflicts(spec.Addr, m) {
 				inodes[uint64(m.Inode)] = true
 			}
 		}
@@ -111,14 +133,15 @@ func conflicts(want netip.AddrPort, m inetDiagMsg) bool {
 	return (a.IsUnspecified() && (a.Is6() || b.Is4())) || (b.IsUnspecified() && (b.Is6() || a.Is4()))
 }
 
-// dumpSockets asks NETLINK_SOCK_DIAG for every socket of family and proto.
-func dumpSockets(family, proto uint8) ([]inetDiagMsg, error) {
+// dumpSockets asks NETLINK_SOCK_DIAG for the sockets of family and proto in
+// states (a bit mask of 1<<TCP_STATE).
+func dumpSockets(family, proto uint8, states uint32) ([]inetDiagMsg, error) {
 	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, unix.NETLINK_SOCK_DIAG)
 	if err != nil {
 		return nil, os.NewSyscallError("socket NETLINK_SOCK_DIAG", err)
 	}
 	defer unix.Close(fd)
-	if err := unix.Sendto(fd, diagRequest(family, proto), 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
+	if err := unix.Sendto(fd, diagRequest(family, proto, states), 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
 		return nil, os.NewSyscallError("sendto NETLINK_SOCK_DIAG", err)
 	}
 	var out []inetDiagMsg
@@ -145,8 +168,8 @@ func dumpSockets(family, proto uint8) ([]inetDiagMsg, error) {
 	}
 }
 
-func diagRequest(family, proto uint8) []byte {
-	req := inetDiagReqV2{Family: family, Protocol: proto, States: allStates}
+func diagRequest(family, proto uint8, states uint32) []byte {
+	req := inetDiagReqV2{Family: family, Protocol: proto, States: states}
 	hdr := unix.NlMsghdr{
 		Len:   uint32(unix.SizeofNlMsghdr + binary.Size(req)),
 		Type:  unix.SOCK_DIAG_BY_FAMILY,

@@ -3,12 +3,13 @@
 package supervisor
 
 import (
-	"bufio"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+
+	"github.com/rpwrap/rpwrap/fdpass"
 )
 
 // guard checks, before the flip, that g's server holds the sockets rpwrap
@@ -26,7 +27,11 @@ func (s *Supervisor) guard(g *generation) error {
 	for i, l := range g.listeners {
 		spec := s.groups[i].spec
 		if spec.Network == "tcp" {
-			for _, inode := range listeningInodes(g.pid, spec.Addr.Port()) {
+			listening, err := fdpass.ListeningInodes(spec.Addr.Port())
+			if err != nil {
+				return fmt.Errorf("check the sockets of %s: %w", g, err)
+			}
+			for _, inode := range listening {
 				if held[inode] && !ours[inode] {
 					return fmt.Errorf("%s listens on port %d with a socket of its own (inode %d) instead of the one rpwrap passed for %s: "+
 						"the server ignored it (route --pass %s); %s", g, spec.Addr.Port(), inode, spec, s.cfg.Route, routeAdvice)
@@ -39,37 +44,6 @@ func (s *Supervisor) guard(g *generation) error {
 		}
 	}
 	return nil
-}
-
-// listeningInodes lists the inodes of the TCP sockets listening on port in
-// pid's network namespace (/proc/PID/net/tcp and tcp6, see proc(5)).
-func listeningInodes(pid int, port uint16) []uint64 {
-	var inodes []uint64
-	for _, file := range []string{"tcp", "tcp6"} {
-		f, err := os.Open(filepath.Join("/proc", strconv.Itoa(pid), "net", file))
-		if err != nil {
-			continue
-		}
-		sc := bufio.NewScanner(f)
-		sc.Scan() // header
-		for sc.Scan() {
-			// sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode
-			fields := strings.Fields(sc.Text())
-			if len(fields) < 10 || fields[3] != "0A" { // TCP_LISTEN
-				continue
-			}
-			_, hexPort, ok := strings.Cut(fields[1], ":")
-			p, err := strconv.ParseUint(hexPort, 16, 16)
-			if !ok || err != nil || uint16(p) != port {
-				continue
-			}
-			if inode, err := strconv.ParseUint(fields[9], 10, 64); err == nil {
-				inodes = append(inodes, inode)
-			}
-		}
-		f.Close()
-	}
-	return inodes
 }
 
 const routeAdvice = "use --pass bind for servers that bind their own port (Apache), --pass nginx for nginx, or `bind fd@3` in HAProxy's configuration"

@@ -135,10 +135,14 @@ func (s *Supervisor) drain(old *generation) (handed bool) {
 			old.log.Warn("predecessor is not accepting: handing its queued connections to the successor", "stall", s.cfg.DrainStall)
 			s.shutdownListeners(old)
 		} else {
-			old.log.Warn("predecessor is not accepting; with the cBPF selector its queued connections are reset when it stops unless net.ipv4.tcp_migrate_req=1")
+			old.log.Warn("predecessor is not accepting: relaying its queued connections to the successor", "stall", s.cfg.DrainStall)
+			s.rescue(old)
 		}
 	}
 	s.stop(old, s.cfg.DrainTimeout)
+	if s.Flavour() == bpf.CBPF {
+		s.rescue(old) // what completed its handshake meanwhile; closing would reset it
+	}
 	s.releaseListeners(old)
 	return handed
 }

@@ -85,29 +85,34 @@ func TestRestartUnderLoadLosesNoConnection(t *testing.T) {
 }
 
 // A predecessor that hangs with connections in its accept queue costs
-// nothing: the eBPF selector hands the queue to the successor. The server
+// nothing: with eBPF the kernel migrates the queue to the successor; with
+// cBPF, which cannot migrate, rpwrap relays the queued connections. The server
 // hangs on SIGUSR2: it stops accepting, answers what it had accepted, and
 // stops itself with SIGSTOP.
 func TestHungPredecessorLosesNoConnection(t *testing.T) {
-	w := startWrapper(t, []string{"--listen", "127.0.0.1:0", "--selector", "ebpf", "--ready", "notify",
-		"--drain-timeout", "1s", "--drain-stall", "200ms"})
-	const restarts = 5
-	res := underLoad(t, w, 4, func(load *loadgen.Load) {
-		for i := 0; i < restarts; i++ {
-			pid := w.activePid()
-			hangServer(t, pid)
-			waitUntil(t, "connections queued on the hung server", func() bool { return w.status().Generations[0].Queued[0] > 0 })
-			r := w.restart()
-			if !r.Migrated {
-				t.Errorf("restart %d: the hung predecessor's queue was not handed over", i+1)
-			}
-			if !processGone(pid) {
-				t.Errorf("restart %d: hung predecessor %d still exists", i+1, pid)
-			}
-			waitRequests(t, load, load.Progress().Sent+50)
-		}
-	})
-	requireNoLoss(t, res, 500)
+	for _, sel := range []string{"ebpf", "cbpf"} {
+		t.Run(sel, func(t *testing.T) {
+			w := startWrapper(t, []string{"--listen", "127.0.0.1:0", "--selector", sel, "--ready", "notify",
+				"--drain-timeout", "1s", "--drain-stall", "200ms"})
+			const restarts = 5
+			res := underLoad(t, w, 4, func(load *loadgen.Load) {
+				for i := 0; i < restarts; i++ {
+					pid := w.activePid()
+					hangServer(t, pid)
+					waitUntil(t, "connections queued on the hung server", func() bool { return w.status().Generations[0].Queued[0] > 0 })
+					r := w.restart()
+					if !r.Migrated {
+						t.Errorf("restart %d: the hung predecessor's queue was not handed over", i+1)
+					}
+					if !processGone(pid) {
+						t.Errorf("restart %d: hung predecessor %d still exists", i+1, pid)
+					}
+					waitRequests(t, load, load.Progress().Sent+50)
+				}
+			})
+			requireNoLoss(t, res, 500)
+		})
+	}
 }
 
 // hangServer makes the demo server pid hang (SIGUSR2) and waits until it

@@ -47,7 +47,7 @@ func runWrap(e env, args []string) int {
 		return 1
 	}
 	if s.Flavour() == bpf.CBPF && bpf.Flavour(o.selector) == bpf.Auto {
-		log.Warn("eBPF selector not available, using classic BPF: connections queued on a hung old generation are reset unless net.ipv4.tcp_migrate_req=1", "reason", bpf.Supported())
+		log.Warn("eBPF selector not available, using classic BPF: a hung old generation's queued connections are relayed by rpwrap, not migrated by the kernel, and a foreign member of the group takes a share", "reason", bpf.Supported())
 	}
 	log.Info("listening", "addresses", s.Listeners(), "selector", s.Flavour(), "control", cfg.ControlPath)
 	ctx, cancel := context.WithCancel(context.Background())

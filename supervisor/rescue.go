@@ -1,0 +1,103 @@
+//go:build linux
+
+package supervisor
+
+import (
+	"io"
+	"net"
+	"os"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/rpwrap/rpwrap/fdpass"
+)
+
+// rescue saves the connections queued on the TCP sockets of g, a
+// predecessor that no longer accepts, when the kernel cannot migrate them:
+// with the classic-BPF selector (and net.ipv4.tcp_migrate_req=0) closing
+// the socket would reset them. rpwrap accepts each one from its own copy of
+// the socket and relays it to the serving generation, through a connection
+// that the selector sends to the active socket. Only these few connections
+// pass through rpwrap, and the server sees them come from the loopback
+// address. It returns how many it relayed.
+func (s *Supervisor) rescue(g *generation) int {
+	n := 0
+	for i, l := range g.listeners {
+		if l.Spec().Network != "tcp" {
+			continue
+		}
+		target := probeTarget(s.groups[i].spec.Addr)
+		for {
+			q, _, err := fdpass.QueueDepth(l)
+			if err != nil || q == 0 {
+				break
+			}
+			c, err := acceptNow(l)
+			if err != nil {
+				g.log.Warn("rescue queued connection", "err", err)
+				break
+			}
+			go relay(c, target)
+			n++
+		}
+	}
+	if n > 0 {
+		g.log.Info("relayed the connections queued on the hung predecessor to the successor", "connections", n)
+	}
+	return n
+}
+
+// acceptNow accepts one connection from l without waiting: the socket is
+// shared with the predecessor, whose blocking mode is its own, so the
+// accept is bounded by SO_RCVTIMEO instead.
+func acceptNow(l *fdpass.Listener) (net.Conn, error) {
+	rc, err := l.SyscallConn()
+	if err != nil {
+		return nil, err
+	}
+	var nfd int
+	var aerr error
+	err = rc.Control(func(fd uintptr) {
+		tv := unix.NsecToTimeval((50 * time.Millisecond).Nanoseconds())
+		unix.SetsockoptTimeval(int(fd), unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv)
+		for {
+			nfd, _, aerr = unix.Accept4(int(fd), unix.SOCK_CLOEXEC)
+			if aerr != unix.EINTR {
+				return
+			}
+		}
+	})
+	if err == nil {
+		err = aerr
+	}
+	if err != nil {
+		return nil, os.NewSyscallError("accept4", err)
+	}
+	f := os.NewFile(uintptr(nfd), "rescued")
+	defer f.Close()
+	return net.FileConn(f)
+}
+
+// relay copies between c and a new connection to target until both
+// directions are done.
+func relay(c net.Conn, target interface{ String() string }) {
+	defer c.Close()
+	var d net.Dialer
+	d.SetMultipathTCP(false)
+	d.Timeout = 5 * time.Second
+	up, err := d.Dial("tcp", target.String())
+	if err != nil {
+		return
+	}
+	defer up.Close()
+	done := make(chan struct{})
+	go func() {
+		io.Copy(up, c)
+		up.(*net.TCPConn).CloseWrite()
+		close(done)
+	}()
+	io.Copy(c, up)
+	c.(*net.TCPConn).CloseWrite()
+	<-done
+}

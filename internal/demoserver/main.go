@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/signal"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -92,7 +93,7 @@ func serve(opts options, lns []net.Listener, stderr io.Writer) int {
 	signal.Notify(hangc, syscall.SIGUSR2)
 	defer signal.Stop(hangc)
 	srv := &http.Server{
-		Handler:           newMux(gen, os.Getpid()),
+		Handler:           closeWhenStopping(newMux(gen, os.Getpid())),
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       30 * time.Second,
 		ConnState: func(_ net.Conn, st http.ConnState) {
@@ -186,19 +187,49 @@ func stop(srv *http.Server, lns []net.Listener, served <-chan error, conns *sync
 	for range lns {
 		<-served // each Serve loop has tracked every connection it accepted
 	}
-	srv.SetKeepAlivesEnabled(false) // also closes idle keep-alive connections
+	// Keep-alive connections: answer each one's next request with
+	// "Connection: close", so that its client reconnects (to the new
+	// generation) without a lost request. Closing them idle at once races
+	// with a request the client is sending; only those still idle after
+	// idleGrace are closed.
+	stopping.Store(true)
 	drained := make(chan struct{})
 	go func() { conns.Wait(); close(drained) }()
 	t := time.NewTimer(opts.shutdownTimeout)
 	defer t.Stop()
-	select {
-	case <-drained:
-		return exitOK
-	case <-t.C:
-		srv.Close()
-		fmt.Fprintf(stderr, "demo server pid=%d: requests still in flight after %v, closed them\n", pid, opts.shutdownTimeout)
-		return exitFailed
+	grace := time.NewTimer(idleGrace)
+	defer grace.Stop()
+	for {
+		select {
+		case <-drained:
+			return exitOK
+		case <-grace.C:
+			srv.SetKeepAlivesEnabled(false) // closes the connections still idle
+			continue
+		case <-t.C:
+			srv.Close()
+			fmt.Fprintf(stderr, "demo server pid=%d: requests still in flight after %v, closed them\n", pid, opts.shutdownTimeout)
+			return exitFailed
+		}
 	}
+}
+
+// idleGrace is how long a stopping server waits for the next request on an
+// idle keep-alive connection before it closes the connection.
+const idleGrace = time.Second
+
+// stopping is set once a graceful stop has begun.
+var stopping atomic.Bool
+
+// closeWhenStopping makes every response of a stopping server end its
+// connection.
+func closeWhenStopping(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if stopping.Load() {
+			w.Header().Set("Connection", "close")
+		}
+		h.ServeHTTP(w, r)
+	})
 }
 
 // generation is RPWRAP_GENERATION, or 0 when rpwrap did not set it.

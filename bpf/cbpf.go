@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"sync"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -15,19 +14,14 @@ import (
 // cbpfSelector steers by group index: it mirrors the kernel's order of the
 // group's members and attaches a new constant program on every change.
 type cbpfSelector struct {
-	mu     sync.Mutex
-	group  sockInfo
-	conns  map[Slot]syscall.Conn
+	slots
 	order  []Slot // order[i] is the slot at kernel index i
 	probes map[uint16]Slot
-	cur    Slot
-	closed bool
 }
 
 func newCBPF(first syscall.Conn, group sockInfo) (Selector, error) {
 	s := &cbpfSelector{
-		group:  group,
-		conns:  map[Slot]syscall.Conn{0: first},
+		slots:  slots{group: group, conns: map[Slot]syscall.Conn{0: first}},
 		order:  []Slot{0},
 		probes: map[uint16]Slot{},
 	}
@@ -73,22 +67,6 @@ func (s *cbpfSelector) Activate(slot Slot) error {
 		return fmt.Errorf("activate slot %d of reuseport group %s: %w", slot, s.group, err)
 	}
 	return nil
-}
-
-func (s *cbpfSelector) usableLocked(slot Slot) error {
-	if s.closed {
-		return ErrClosed
-	}
-	if _, ok := s.conns[slot]; !ok {
-		return ErrUnknownSlot
-	}
-	return nil
-}
-
-func (s *cbpfSelector) Active() Slot {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.cur
 }
 
 // Remove mirrors the kernel: the last member moves into the index of the

@@ -15,15 +15,11 @@ import (
 
 // ebpfSelector steers by map: slot i is entry i of the socket map.
 type ebpfSelector struct {
-	mu      sync.Mutex
-	group   sockInfo
+	slots
 	sockets *ebpf.Map // REUSEPORT_SOCKARRAY: slot -> socket
 	active  *ebpf.Map // ARRAY, one entry: the active slot
 	probes  *ebpf.Map // HASH: source port -> slot
 	prog    *ebpf.Program
-	conns   map[Slot]syscall.Conn
-	cur     Slot
-	closed  bool
 }
 
 // Supported reports why the EBPF flavour cannot be used here, or nil if it
@@ -54,7 +50,7 @@ var supported = sync.OnceValue(func() error {
 })
 
 func newEBPF(first syscall.Conn, group sockInfo) (_ Selector, err error) {
-	s := &ebpfSelector{group: group, conns: map[Slot]syscall.Conn{}}
+	s := &ebpfSelector{slots: slots{group: group, conns: map[Slot]syscall.Conn{}}}
 	defer func() {
 		if err != nil {
 			s.free()
@@ -158,23 +154,6 @@ func (s *ebpfSelector) Activate(slot Slot) error {
 	}
 	s.cur = slot
 	return nil
-}
-
-// usableLocked checks that the selector is open and slot is in use.
-func (s *ebpfSelector) usableLocked(slot Slot) error {
-	if s.closed {
-		return ErrClosed
-	}
-	if _, ok := s.conns[slot]; !ok {
-		return ErrUnknownSlot
-	}
-	return nil
-}
-
-func (s *ebpfSelector) Active() Slot {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.cur
 }
 
 func (s *ebpfSelector) Remove(slot Slot) error {

@@ -4,9 +4,12 @@ package examples
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"os"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -35,6 +38,9 @@ func testRestartsUnderLoad(t *testing.T, s server) {
 	args := append([]string{"--listen", addr, "--ready", "accept"}, s.flags...)
 	w := startRpwrap(t, dir, env, append(append(args, "--"), argv...)...)
 
+	if s.name == "nginx" {
+		requireNonblockingFD3(t, w)
+	}
 	load := startLoad(t, addr, "/", 4)
 	waitRequests(t, load, 200)
 	slow := startSlowGet(t, "http://"+addr+slowPath)
@@ -160,4 +166,33 @@ func startSlowGet(t *testing.T, url string) *slowGet {
 	}()
 	t.Cleanup(func() { client.CloseIdleConnections() })
 	return g
+}
+
+// requireNonblockingFD3 checks that every nginx process of generation 1
+// holds its inherited socket (fd 3) with O_NONBLOCK. nginx assumes that an
+// inherited listening socket is non-blocking (its old master set it so) and
+// never sets the flag itself; on a blocking one, a worker that loses the race
+// for a connection blocks in accept(2): it serves none of its accepted
+// connections meanwhile, and after a flip, when no connection comes to the old
+// socket any more, it never wakes for the graceful stop (rpwrap SIGKILLs it
+// after --drain-timeout, and requests it held time out).
+func requireNonblockingFD3(t *testing.T, w *wrapped) {
+	t.Helper()
+	pid, _ := w.generation(1)
+	for _, p := range tree(pid) {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/fdinfo/3", p))
+		if err != nil {
+			t.Fatalf("nginx process %d: %v", p, err)
+		}
+		var flags int
+		for _, line := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(line, "flags:"); ok {
+				fmt.Sscanf(strings.TrimSpace(v), "%o", &flags)
+			}
+		}
+		if flags&unix.O_NONBLOCK == 0 {
+			t.Errorf("nginx process %d (%s) holds its inherited socket (fd 3) without O_NONBLOCK (flags %#o): "+
+				"the nginx route must pass it non-blocking", p, comm(p), flags)
+		}
+	}
 }

@@ -33,9 +33,10 @@ type options struct {
 	restarts int
 	requests int64
 	headline bool
+	servers  bool
 }
 
-const usageText = `Usage: go run ./bench [-quick | -soak] [-out DIR] [-rpwrap PATH] [-wrk=false] [-only STRATEGY]
+const usageText = `Usage: go run ./bench [-quick | -soak | -servers [-quick]] [-out DIR] [-rpwrap PATH] [-wrk=false] [-only STRATEGY]
                     [-headline] [-restarts N] [-requests N]
 
 Restarts the demo server under load with each strategy (stop-start,
@@ -44,6 +45,10 @@ stuck, slow-start) and load shape (closed, open, keepalive), and prints a
 table; writes results.json and one SVG timeline per strategy into DIR.
 Needs root. -quick: a smoke run in under a minute. -soak: 1,000 restarts
 of rpwrap under load, its fd count, RSS and BPF objects at start and end.
+-servers: Debian's Apache, nginx and HAProxy, each restarted by its own
+mechanisms and by rpwrap (eBPF, cBPF), healthy, with the old generation
+frozen right after the handover, and with a refused configuration; needs
+apache2, nginx, haproxy (and wrk); -servers -quick is a smoke run.
 
 Flags:
 `
@@ -61,6 +66,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&o.restarts, "restarts", 50, "restarts in each headline row (rpwrap, healthy and stuck, closed loop) of the full run; the issue's target is 100")
 	fs.Int64Var(&o.requests, "requests", 0, "stretch each headline row of the full run to at least `N` requests, its restarts spread over them (the issue's target: 1000000)")
 	fs.BoolVar(&o.headline, "headline", false, "run the headline rows only (rpwrap, healthy and stuck, closed loop)")
+	fs.BoolVar(&o.servers, "servers", false, "restart Debian's Apache, nginx and HAProxy with their own mechanisms and with rpwrap; writes into DIR/servers (-restarts per row, default 20)")
 	fs.StringVar(&o.only, "only", "", "run only the strategy `NAME`")
 	if err := fs.Parse(args); err != nil {
 		return 2
@@ -80,6 +86,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 	m := describeMachine(args)
 	if o.soak {
 		return runSoak(ctx, bin, m, o, stdout, stderr)
+	}
+	if o.servers {
+		if !restartsSet(fs) {
+			o.restarts = 20
+		}
+		return runServers(ctx, bin, m, o, stdout, stderr)
 	}
 	return runMatrix(ctx, bin, m, o, stdout, stderr)
 }
@@ -104,4 +116,11 @@ func rpwrapBinary(ctx context.Context, path string) (string, func(), error) {
 	}
 	fmt.Fprintf(os.Stderr, "bench: built rpwrap in %s\n", time.Since(start).Round(time.Millisecond))
 	return bin, func() { os.RemoveAll(dir) }, nil
+}
+
+// restartsSet tells whether -restarts was given.
+func restartsSet(fs *flag.FlagSet) bool {
+	set := false
+	fs.Visit(func(f *flag.Flag) { set = set || f.Name == "restarts" })
+	return set
 }

@@ -81,6 +81,7 @@ type row struct {
 	PerRestart []timings `json:"per_restart"` // in the order of Windows
 
 	Wrapper *wrapperCost `json:"wrapper,omitempty"`
+	Real    *realFigures `json:"real,omitempty"` // the real-server rows (-servers)
 
 	Timeline []tick           `json:"timeline"`
 	Windows  []loadgen.Window `json:"windows"`

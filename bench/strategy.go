@@ -51,6 +51,10 @@ type scenario struct {
 	Name       string
 	Stuck      bool          // the predecessor hangs before the restart
 	ReadyDelay time.Duration // the successor's start-up time (every generation's)
+
+	// The real servers' scenarios (-servers).
+	HangAfter bool // the old generation is frozen right after the handover
+	BadConfig bool // the new generation's configuration is refused
 }
 
 var scenarios = []scenario{
@@ -70,7 +74,7 @@ func (sc scenario) serverArgs() []string {
 // grace is how long a stopping predecessor gets before SIGKILL: a stuck
 // one never exits by itself, so waiting long only stretches the run.
 func (sc scenario) grace() time.Duration {
-	if sc.Stuck {
+	if sc.Stuck || sc.HangAfter {
 		return 300 * time.Millisecond
 	}
 	return 5 * time.Second

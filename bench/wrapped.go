@@ -38,18 +38,27 @@ func (w wrapped) Start(ctx context.Context, sc scenario) (instance, error) {
 	if err != nil {
 		return nil, fmt.Errorf("create bench directory: %w", err)
 	}
-	in := &wrappedInstance{dir: dir, control: filepath.Join(dir, "ctl.sock"), done: make(chan struct{})}
 	args := []string{"--listen", "http=127.0.0.1:0", "--selector", w.selector, "--ready", "notify",
-		"--control", in.control, "--drain-timeout", sc.grace().String(), "--drain-stall", "200ms",
+		"--drain-timeout", sc.grace().String(), "--drain-stall", "200ms",
 		"--log-level", "error", "--", w.bin, "serve-demo"}
-	in.cmd = exec.Command(w.bin, append(args, sc.serverArgs()...)...)
-	in.cmd.Env = append(os.Environ(), "RUNTIME_DIRECTORY="+dir)
+	return startRpwrap(ctx, w.bin, dir, append(args, sc.serverArgs()...), nil)
+}
+
+// startRpwrap runs `rpwrap --control DIR/ctl.sock args...` with env added,
+// and returns once its first generation is active. dir is the instance's
+// and is removed by Close.
+func startRpwrap(ctx context.Context, bin, dir string, args, env []string) (*wrappedInstance, error) {
+	in := &wrappedInstance{dir: dir, control: filepath.Join(dir, "ctl.sock"), done: make(chan struct{})}
+	in.cmd = exec.Command(bin, append([]string{"--control", in.control}, args...)...)
+	in.cmd.Env = append(append(os.Environ(), "RUNTIME_DIRECTORY="+dir), env...)
 	in.cmd.Stderr = os.Stderr
 	if err := in.cmd.Start(); err != nil {
 		os.RemoveAll(dir)
-		return nil, fmt.Errorf("start rpwrap %s: %w", w.bin, err)
+		return nil, fmt.Errorf("start rpwrap %s: %w", bin, err)
 	}
-	go func() { in.cmd.Wait(); close(in.done) }()
+	pid := in.cmd.Process.Pid
+	tracked.Store(pid, struct{}{})
+	go func() { in.cmd.Wait(); tracked.Delete(pid); close(in.done) }()
 	if err := in.waitActive(ctx, 30*time.Second); err != nil {
 		in.Close()
 		return nil, err

@@ -1,0 +1,246 @@
+//go:build linux
+
+package main
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// The real servers daemonize, re-exec and fork masters of their own; the
+// bench is a child subreaper (prctl(2) PR_SET_CHILD_SUBREAPER) so that
+// every server process stays its descendant, where it can be found, frozen
+// and killed, and it reaps the orphans that come to it.
+
+// tracked are the pids that an exec.Cmd of the bench waits for; the
+// orphan reaper leaves them to it.
+var tracked sync.Map // pid → struct{}
+
+// becomeSubreaper makes the bench the reaper of its orphaned descendants
+// and starts reaping them. It fails when prctl does.
+func becomeSubreaper() error {
+	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
+		return fmt.Errorf("become child subreaper: %w", err)
+	}
+	go reapOrphans()
+	return nil
+}
+
+// reapOrphans reaps exited children that no exec.Cmd waits for. It peeks
+// with WNOWAIT first so that it never steals a tracked child's status.
+func reapOrphans() {
+	for {
+		var info unix.Siginfo
+		err := unix.Waitid(unix.P_ALL, 0, &info, unix.WEXITED|unix.WNOHANG|unix.WNOWAIT, nil)
+		pid := siginfoPid(&info)
+		if err == nil && pid > 0 {
+			if _, ok := tracked.Load(pid); !ok {
+				var ws unix.WaitStatus
+				unix.Wait4(pid, &ws, unix.WNOHANG, nil)
+				continue
+			}
+		}
+		time.Sleep(20 * time.Millisecond) // polling: SIGCHLD belongs to os/exec
+	}
+}
+
+// siginfoPid is si_pid of a SIGCHLD siginfo (offset 16 on 64-bit Linux).
+func siginfoPid(info *unix.Siginfo) int {
+	b := (*[128]byte)(unsafe.Pointer(info))
+	return int(int32(uint32(b[16]) | uint32(b[17])<<8 | uint32(b[18])<<16 | uint32(b[19])<<24))
+}
+
+// proc is one process of the bench's tree.
+type proc struct {
+	Pid, PPid int
+	Comm      string
+	State     string
+}
+
+// descendants lists the processes below the bench (not the bench).
+func descendants() []proc {
+	all := map[int][]proc{}
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		p, ok := readProc(pid)
+		if ok {
+			all[p.PPid] = append(all[p.PPid], p)
+		}
+	}
+	var out []proc
+	queue := []int{os.Getpid()}
+	for len(queue) > 0 {
+		for _, c := range all[queue[0]] {
+			out = append(out, c)
+			queue = append(queue, c.Pid)
+		}
+		queue = queue[1:]
+	}
+	return out
+}
+
+func readProc(pid int) (proc, bool) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return proc{}, false
+	}
+	s := string(b)
+	open, end := strings.IndexByte(s, '('), strings.LastIndexByte(s, ')')
+	if open < 0 || end < open {
+		return proc{}, false
+	}
+	f := strings.Fields(s[end+1:])
+	if len(f) < 2 {
+		return proc{}, false
+	}
+	ppid, _ := strconv.Atoi(f[1])
+	return proc{Pid: pid, PPid: ppid, Comm: s[open+1 : end], State: f[0]}, true
+}
+
+// serverProcs are the live (not zombie) descendants named comm.
+func serverProcs(comm string) []proc {
+	var out []proc
+	for _, p := range descendants() {
+		if p.Comm == comm && p.State != "Z" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// masters are the processes of ps whose parent is not in ps: the top of
+// each server tree.
+func masters(ps []proc) map[int]bool {
+	in := map[int]bool{}
+	for _, p := range ps {
+		in[p.Pid] = true
+	}
+	out := map[int]bool{}
+	for _, p := range ps {
+		if !in[p.PPid] {
+			out[p.Pid] = true
+		}
+	}
+	return out
+}
+
+// subtree lists pid and its live descendants named like it.
+func subtree(pid int, ps []proc) []int {
+	out := []int{pid}
+	for i := 0; i < len(out); i++ {
+		for _, p := range ps {
+			if p.PPid == out[i] {
+				out = append(out, p.Pid)
+			}
+		}
+	}
+	return out
+}
+
+// alive tells whether any of pids is a live process (not a zombie).
+func alive(pids []int) bool {
+	for _, pid := range pids {
+		if p, ok := readProc(pid); ok && p.State != "Z" {
+			return true
+		}
+	}
+	return false
+}
+
+// waitGone waits up to grace for pids to exit, then SIGKILLs the rest and
+// waits for them. It reports whether they had to be killed.
+func waitGone(pids []int, grace time.Duration) bool {
+	if pollUntil(grace, func() bool { return !alive(pids) }) {
+		return false
+	}
+	signalAll(pids, syscall.SIGKILL)
+	pollUntil(10*time.Second, func() bool { return !alive(pids) })
+	return true
+}
+
+func signalAll(pids []int, sig syscall.Signal) {
+	for _, pid := range pids {
+		syscall.Kill(pid, sig)
+	}
+}
+
+// pollUntil polls cond every 2 ms for up to timeout (process states have
+// no event the bench can wait on).
+func pollUntil(timeout time.Duration, cond func() bool) bool {
+	for deadline := time.Now().Add(timeout); ; {
+		if cond() {
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(2 * time.Millisecond) // polling /proc; bounded by timeout
+	}
+}
+
+// killComm SIGKILLs every descendant named comm and waits until none is
+// left: no server outlives a row.
+func killComm(comm string) {
+	var pids []int
+	for _, p := range serverProcs(comm) {
+		pids = append(pids, p.Pid)
+	}
+	if len(pids) > 0 {
+		waitGone(pids, 0)
+	}
+}
+
+// socketInodes are the socket inodes among pid's open files.
+func socketInodes(pid int) []uint64 {
+	dir := filepath.Join("/proc", strconv.Itoa(pid), "fd")
+	fds, _ := os.ReadDir(dir)
+	var out []uint64
+	for _, fd := range fds {
+		t, err := os.Readlink(filepath.Join(dir, fd.Name()))
+		if err != nil || !strings.HasPrefix(t, "socket:[") {
+			continue
+		}
+		if ino, err := strconv.ParseUint(strings.TrimSuffix(t[len("socket:["):], "]"), 10, 64); err == nil {
+			out = append(out, ino)
+		}
+	}
+	return out
+}
+
+// holdsAny tells whether one of pids has one of inodes open.
+func holdsAny(pids []int, inodes map[uint64]bool) bool {
+	for _, pid := range pids {
+		for _, ino := range socketInodes(pid) {
+			if inodes[ino] {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+type unixStat = unix.Stat_t
+
+func statInode(path string, st *unix.Stat_t) error { return unix.Stat(path, st) }
+
+// exeInode is the inode of the binary pid runs.
+func exeInode(pid int) uint64 {
+	var st unix.Stat_t
+	if unix.Stat("/proc/"+strconv.Itoa(pid)+"/exe", &st) != nil {
+		return 0
+	}
+	return st.Ino
+}

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -104,6 +105,25 @@ func TestListenerAddrStripsNameAndScheme(t *testing.T) {
 	} {
 		if got := listenerAddr(in); got != want {
 			t.Errorf("listenerAddr(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+// Each server's rows alternate its own mechanisms with rpwrap's, and
+// -only picks a whole name, a server or a selector.
+func TestRealStrategiesAlternateAndOnlySelects(t *testing.T) {
+	var names []string
+	for _, st := range realStrategies("rpwrap", nginxServer) {
+		names = append(names, st.Name())
+	}
+	want := []string{"nginx reload (HUP)", "nginx rpwrap-ebpf", "nginx upgrade (USR2+WINCH+QUIT)", "nginx rpwrap-cbpf", "nginx stop+start"}
+	if strings.Join(names, "|") != strings.Join(want, "|") {
+		t.Errorf("nginx rows %q, want %q", names, want)
+	}
+	st := rpwrapReal{srv: apacheServer, selector: "ebpf"}
+	for only, want := range map[string]bool{"": true, "apache": true, "rpwrap-ebpf": true, "apache rpwrap-ebpf": true, "nginx": false, "rpwrap-cbpf": false} {
+		if got := selected(only, st); got != want {
+			t.Errorf("selected(%q, %s) = %v, want %v", only, st.Name(), got, want)
 		}
 	}
 }

@@ -18,8 +18,19 @@
 // -rpwrap names a binary); it sends traffic to 127.0.0.1 only, and every
 // load is bounded in time.
 //
+// With -servers it restarts Debian's Apache, nginx and HAProxy instead,
+// each with its own reload mechanisms (Apache USR1, HUP, stop+start, two
+// reuseport Apaches; nginx HUP, binary upgrade, stop+start; HAProxy -W
+// USR2, -sf -x, -sf, stop+start) and with rpwrap around it (its route for
+// that server, eBPF and cBPF), alternated in one run, in three scenarios:
+// healthy, the old generation hung (SIGSTOP, at the restart's trigger)
+// and a configuration the server refuses. Each restart installs a fresh
+// copy of the binary and a new configuration number, which every response
+// carries, so the table says what the restart replaced.
+//
 // Example:
 //
+//	$ go run ./bench -servers -quick
 //	$ go run ./bench -quick
 //	$ go run ./bench -out bench/results
 //	$ go run ./bench -soak

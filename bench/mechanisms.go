@@ -55,12 +55,13 @@ func haproxyExpose(s *site) {
 func overlap(start func(*ownInstance) error, sig syscall.Signal) func(*ownInstance, func([]int)) error {
 	return func(in *ownInstance, hook func([]int)) error {
 		oldMaster := in.master
-		if err := start(in); err != nil {
-			in.master = oldMaster
-			return err
-		}
 		old := in.tree(oldMaster)
 		hook(old)
+		if err := start(in); err != nil {
+			in.master = oldMaster
+			waitGone(old, in.sc.grace())
+			return err
+		}
 		syscall.Kill(oldMaster, sig)
 		waitGone(old, in.sc.grace())
 		return nil
@@ -89,6 +90,7 @@ func nginxDaemon(in *ownInstance) error {
 func nginxUpgrade(in *ownInstance, hook func([]int)) error {
 	old := in.master
 	pidFile := filepath.Join(in.s.dir, "nginx.pid")
+	hook(in.children(old))
 	if err := syscall.Kill(old, syscall.SIGUSR2); err != nil {
 		return fmt.Errorf("signal nginx pid %d: %w", old, err)
 	}
@@ -106,7 +108,6 @@ func nginxUpgrade(in *ownInstance, hook func([]int)) error {
 			workers = append(workers, c)
 		}
 	}
-	hook(workers)
 	syscall.Kill(old, syscall.SIGWINCH)
 	syscall.Kill(old, syscall.SIGQUIT)
 	in.master = next
@@ -120,6 +121,7 @@ func nginxUpgrade(in *ownInstance, hook func([]int)) error {
 func haproxySoftFinish(expose bool) func(*ownInstance, func([]int)) error {
 	return func(in *ownInstance, hook func([]int)) error {
 		old := in.master
+		hook([]int{old})
 		args := []string{"-db", "-f", in.s.conf}
 		if expose {
 			args = append(args, "-x", filepath.Join(in.s.dir, "admin.sock"))
@@ -129,10 +131,10 @@ func haproxySoftFinish(expose bool) func(*ownInstance, func([]int)) error {
 			return err
 		}
 		if err := in.waitReady(pid, false); err != nil {
+			waitGone([]int{old}, in.sc.grace())
 			return err
 		}
 		in.master = pid
-		hook([]int{old})
 		waitGone([]int{old}, in.sc.grace())
 		return nil
 	}

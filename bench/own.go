@@ -128,15 +128,15 @@ func contains(s []int, v int) bool {
 func reloadInPlace(sig syscall.Signal) func(*ownInstance, func([]int)) error {
 	return func(in *ownInstance, hook func([]int)) error {
 		old := in.children(in.master)
+		hook(old) // hung workers; the master still takes the signal
 		if err := syscall.Kill(in.master, sig); err != nil {
 			return fmt.Errorf("signal %s pid %d: %w", in.o.Name(), in.master, err)
 		}
-		if err := in.waitNewChild(in.master, old); err != nil {
-			return err
+		err := in.waitNewChild(in.master, old)
+		if err == nil || in.sc.HangAfter {
+			waitGone(old, in.sc.grace()) // a refused reload keeps the old workers serving
 		}
-		hook(old)
-		waitGone(old, in.sc.grace())
-		return nil
+		return err
 	}
 }
 

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"time"
 
 	"github.com/rpwrap/rpwrap/supervisor"
 )
@@ -77,37 +76,19 @@ func (r rpwrapReal) Start(ctx context.Context, sc scenario) (instance, error) {
 
 func (in *rpwrapRealInstance) Site() *site { return in.s }
 
-// RestartHooked restarts through the control socket and, while the
-// restart runs, watches rpwrap's status for the flip (a new active
-// generation; the control socket has no event for it), then gives hook
-// the old generation's process tree.
+// RestartHooked gives hook the serving generation's whole process tree
+// (rpwrap gives each generation a process group), then restarts through
+// the control socket. The hang comes before the flip, not after it:
+// after the flip rpwrap sends the stop signal at once and the old server
+// is usually gone before a poll of the control socket sees the flip.
 func (in *rpwrapRealInstance) RestartHooked(ctx context.Context, hook func([]int)) (timings, error) {
 	st, err := in.status(ctx)
 	if err != nil {
 		return timings{}, err
 	}
-	oldGen, oldPid := activeGeneration(st)
-	type result struct {
-		t   timings
-		err error
-	}
-	done := make(chan result, 1)
-	go func() { t, err := in.Restart(ctx); done <- result{t, err} }()
-	for {
-		select {
-		case r := <-done:
-			return r.t, r.err
-		default:
-		}
-		if st, err := in.status(ctx); err == nil {
-			if g, _ := activeGeneration(st); g > oldGen {
-				hook(subtree(oldPid, descendants()))
-				r := <-done
-				return r.t, r.err
-			}
-		}
-		time.Sleep(time.Millisecond) // polling rpwrap's status: no event for the flip
-	}
+	_, oldPid := activeGeneration(st)
+	hook(subtree(oldPid, descendants()))
+	return in.Restart(ctx)
 }
 
 func activeGeneration(st *supervisor.Status) (gen, pid int) {

@@ -15,9 +15,11 @@ import (
 
 // Listener is a listening (TCP) or bound (UDP) socket that rpwrap owns. Every
 // Listener has SO_REUSEPORT (and SO_REUSEADDR for TCP), is plain TCP (never
-// MPTCP), and its fd is close-on-exec. Listen creates it blocking and nothing
-// in this package changes O_NONBLOCK afterwards: the flag belongs to the open
-// file description rpwrap shares with the server.
+// MPTCP), and its fd is close-on-exec. Listen creates it blocking and rpwrap
+// never changes O_NONBLOCK afterwards: the flag belongs to the open file
+// description rpwrap shares with the server. The one exception is the shim of
+// the Nginx route, which sets O_NONBLOCK as nginx expects of an inherited
+// socket before it execs nginx.
 type Listener struct {
 	spec Spec
 	file *os.File
@@ -132,8 +134,8 @@ func (l *Listener) Spec() Spec { return l.spec }
 
 // File returns rpwrap's copy of the socket, to pass to a child (as
 // exec.Cmd.ExtraFiles). It stays owned by l: do not close it; call
-// runtime.KeepAlive(l) after starting the child. Its O_NONBLOCK flag is never
-// switched by this package.
+// runtime.KeepAlive(l) after starting the child. rpwrap itself never
+// switches its O_NONBLOCK flag (see Listener for the Nginx route).
 func (l *Listener) File() *os.File { return l.file }
 
 // SyscallConn gives raw access to the socket, so a *Listener is a

@@ -127,6 +127,12 @@ func runShim(path string) int {
 		n, _ = strconv.Atoi(os.Getenv("LISTEN_FDS"))
 		os.Setenv("LISTEN_PID", strconv.Itoa(os.Getpid()))
 	}
+	for fd := listenFdsStart; route == Nginx && fd < listenFdsStart+n; fd++ {
+		// nginx takes inherited sockets as its old master left them, which
+		// was non-blocking; a blocking one parks a worker in accept(2). Each
+		// generation has a socket of its own, so no other holder is affected.
+		unix.SetNonblock(fd, true)
+	}
 	unix.CloseRange(uint(listenFdsStart+n), math.MaxUint32, unix.CLOSE_RANGE_CLOEXEC)
 	err := syscall.Exec(path, os.Args[1:], os.Environ())
 	return execFailure(path, err)

@@ -169,9 +169,8 @@ func (p *probeSocket) connect(target netip.AddrPort, timeout time.Duration) (net
 
 // httpProbe sends GET path on c and checks for a 2xx status.
 func httpProbe(ctx context.Context, c net.Conn, host, path string) error {
-	if dl, ok := ctx.Deadline(); ok {
-		_ = c.SetDeadline(dl)
-	}
+	stop := context.AfterFunc(ctx, func() { c.SetDeadline(time.Now()) }) // the server exited, or time is up
+	defer stop()
 	fmt.Fprintf(c, "GET %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: rpwrap-probe\r\nConnection: close\r\n\r\n", path, host)
 	line, err := bufio.NewReader(c).ReadString('\n')
 	if err != nil {

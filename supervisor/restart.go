@@ -202,18 +202,24 @@ func (s *Supervisor) waitReady(ctx context.Context, g *generation) error {
 	select {
 	case err := <-checked:
 		if err == nil {
-			err = s.guard(g) // ready, but on the sockets rpwrap gave it?
+			if err := s.guard(g); err != nil {
+				return err // ready, but not on the sockets rpwrap gave it
+			}
+			if !alive(g) {
+				return fmt.Errorf("exited after it was ready, before the flip")
+			}
+			return nil
 		}
-		if err == nil && !alive(g) {
-			return fmt.Errorf("exited after it was ready, before the flip")
-		}
-		if err != nil && g.exited() {
+		switch {
+		case g.exited():
 			return fmt.Errorf("exited before it was ready (%s)", g.exit)
-		}
-		if err != nil && errors.Is(context.Cause(ctx), context.Canceled) {
+		case errors.Is(context.Cause(ctx), context.Canceled):
 			return errors.New("abandoned: rpwrap is stopping")
 		}
-		if err != nil && ctx.Err() == context.DeadlineExceeded {
+		if gerr := s.guard(g); gerr != nil {
+			return gerr // not ready because it serves on a socket of its own: say so
+		}
+		if ctx.Err() == context.DeadlineExceeded {
 			return fmt.Errorf("not ready within %s (--ready-timeout; readiness check %s): %w", s.cfg.ReadyTimeout, s.cfg.Ready, err)
 		}
 		return err

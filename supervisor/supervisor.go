@@ -60,25 +60,37 @@ func New(cfg Config) (_ *Supervisor, err error) {
 		ready:    make(chan struct{}),
 		nextGen:  1,
 	}
+	// The control socket comes first: a second rpwrap started by mistake
+	// for the same service stops here, before it touches the sockets.
+	if cfg.ControlPath != "" {
+		if s.control, err = listenControl(cfg.ControlPath, s); err != nil {
+			return nil, explainFDLimit(err)
+		}
+	}
 	first := &generation{n: 1, state: StateStarting}
 	defer func() {
 		if err != nil {
 			s.closeGroups(first)
+			if s.control != nil {
+				s.control.close()
+			}
 			err = explainFDLimit(err)
 		}
 	}()
-	listeners := cfg.Adopted
-	if len(listeners) == 0 {
+	first.listeners = cfg.Adopted
+	if len(first.listeners) == 0 {
 		for _, spec := range cfg.Listen {
 			l, err := fdpass.Listen(spec, cfg.Backlog)
 			if err != nil {
 				return nil, err
 			}
-			listeners = append(listeners, l)
+			first.listeners = append(first.listeners, l)
 		}
 	}
-	for _, l := range listeners {
-		first.listeners = append(first.listeners, l)
+	for _, l := range first.listeners {
+		if err := l.CheckAlone(); err != nil {
+			return nil, err
+		}
 		sel, err := bpf.New(l, cfg.Selector)
 		if err != nil {
 			return nil, fmt.Errorf("attach selector to %s: %w", l.Spec(), err)
@@ -87,11 +99,6 @@ func New(cfg Config) (_ *Supervisor, err error) {
 		first.slots = append(first.slots, sel.Active())
 	}
 	s.gens = []*generation{first}
-	if cfg.ControlPath != "" {
-		if s.control, err = listenControl(cfg.ControlPath, s); err != nil {
-			return nil, err
-		}
-	}
 	return s, nil
 }
 

@@ -37,7 +37,14 @@ func runCtl(e env, args []string) int {
 	timeout := fs.Duration("timeout", 10*time.Minute, "")
 	help := fs.Bool("help", false, "")
 	fs.BoolVar(help, "h", false, "")
-	if err := fs.Parse(args); err != nil {
+	// Flags may come before or after the command: ctl --json status, ctl status --json.
+	err := fs.Parse(args)
+	var command string
+	if err == nil && fs.NArg() > 0 {
+		command = fs.Arg(0)
+		err = fs.Parse(fs.Args()[1:])
+	}
+	if err != nil {
 		fmt.Fprintf(e.stderr, "rpwrap ctl: %v\n%s", err, ctlUsage)
 		return 2
 	}
@@ -45,7 +52,7 @@ func runCtl(e env, args []string) int {
 		fmt.Fprint(e.stdout, ctlUsage)
 		return 0
 	}
-	if fs.NArg() != 1 || (fs.Arg(0) != "restart" && fs.Arg(0) != "status") {
+	if fs.NArg() != 0 || (command != "restart" && command != "status") {
 		fmt.Fprint(e.stderr, ctlUsage)
 		return 2
 	}
@@ -55,7 +62,7 @@ func runCtl(e env, args []string) int {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
 	defer cancel()
-	resp, err := supervisor.Call(ctx, path, supervisor.Request{Command: fs.Arg(0)})
+	resp, err := supervisor.Call(ctx, path, supervisor.Request{Command: command})
 	if err != nil {
 		fmt.Fprintf(e.stderr, "rpwrap ctl: %v\n", err)
 		return 1
@@ -71,7 +78,7 @@ func runCtl(e env, args []string) int {
 			r.Generation, r.Pid, r.Ready.Round(time.Millisecond), r.ToFlip.Round(time.Millisecond), r.Drain.Round(time.Millisecond))
 	}
 	if !resp.OK {
-		fmt.Fprintf(e.stderr, "rpwrap ctl %s: %s\n", fs.Arg(0), resp.Error)
+		fmt.Fprintf(e.stderr, "rpwrap ctl %s: %s\n", command, resp.Error)
 		return 1
 	}
 	return 0

@@ -63,6 +63,10 @@ func checkInherited(fds []int, names []string) []string {
 	for i := range names {
 		want = append(want, listenFdsStart+i)
 		problems = append(problems, checkListening(listenFdsStart+i)...)
+		fl, err := unix.FcntlInt(uintptr(listenFdsStart+i), unix.F_GETFL, 0)
+		nonblock := err == nil && fl&unix.O_NONBLOCK != 0
+		wantNonblock := os.Getenv(wantNginxEnv) != "" // nginx expects it; the others get rpwrap's blocking socket
+		check(nonblock == wantNonblock, "fd %d: O_NONBLOCK %v, want %v", listenFdsStart+i, nonblock, wantNonblock)
 	}
 	check(slices.Equal(fds, want), "open fds %v, want %v", describeFDs(fds), want)
 	return problems
@@ -110,6 +114,13 @@ func openFDs() ([]int, error) {
 }
 
 func serveOne(fd int, name string) error {
+	// The nginx route hands over non-blocking sockets: wait for the client.
+	pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+	for {
+		if _, err := unix.Poll(pfd, -1); err != unix.EINTR {
+			break
+		}
+	}
 	conn, _, err := unix.Accept4(fd, unix.SOCK_CLOEXEC)
 	if err != nil {
 		return fmt.Errorf("accept on fd %d: %w", fd, err)

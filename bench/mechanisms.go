@@ -59,7 +59,9 @@ func overlap(start func(*ownInstance) error, sig syscall.Signal) func(*ownInstan
 		hook(old)
 		if err := start(in); err != nil {
 			in.master = oldMaster
-			waitGone(old, in.sc.grace())
+			if in.sc.HangAfter {
+				waitGone(old, in.sc.grace()) // a hung one is stopped; a refused successor leaves the old one serving
+			}
 			return err
 		}
 		syscall.Kill(oldMaster, sig)
@@ -131,7 +133,9 @@ func haproxySoftFinish(expose bool) func(*ownInstance, func([]int)) error {
 			return err
 		}
 		if err := in.waitReady(pid, false); err != nil {
-			waitGone([]int{old}, in.sc.grace())
+			if in.sc.HangAfter {
+				waitGone([]int{old}, in.sc.grace()) // a hung one is stopped; a refused successor leaves the old one serving
+			}
 			return err
 		}
 		in.master = pid

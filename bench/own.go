@@ -216,8 +216,11 @@ func (in *ownInstance) RestartHooked(ctx context.Context, hook func([]int)) (tim
 	return timings{Cycle: time.Since(start), Ready: ready}, err
 }
 
-// Serving tells whether the server still runs.
-func (in *ownInstance) Serving() bool { return len(serverProcs(in.o.srv.Comm)) > 0 }
+// Serving tells whether the server's master (the process the bench
+// signals) still runs.
+func (in *ownInstance) Serving() bool {
+	return alive([]int{in.master}) && len(serverProcs(in.o.srv.Comm)) > 0
+}
 
 // Recover starts the server anew after a restart left none running.
 func (in *ownInstance) Recover(ctx context.Context) error {

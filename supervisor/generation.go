@@ -41,7 +41,8 @@ type generation struct {
 	slots     []bpf.Slot
 	notify    *systemd.NotifySocket
 	started   time.Time
-	state     State // guarded by Supervisor.mu
+	readyAt   time.Time // when it passed the readiness check
+	state     State     // guarded by Supervisor.mu
 	done      chan struct{}
 	exit      Exit // valid once done is closed
 	log       *slog.Logger

@@ -76,7 +76,7 @@ func (s *Supervisor) restart(ctx context.Context) RestartResult {
 		s.abandon(g)
 		return fail(fmt.Errorf("%s: %w", g, err))
 	}
-	res.Ready = time.Since(g.started)
+	res.Ready = g.readyAt.Sub(g.started)
 
 	// The flip: one map update per group.
 	tf := time.Now()
@@ -202,6 +202,7 @@ func (s *Supervisor) waitReady(ctx context.Context, g *generation) error {
 	select {
 	case err := <-checked:
 		if err == nil {
+			g.readyAt = time.Now() // what follows is rpwrap's own time
 			if err := s.guard(g); err != nil {
 				return err // ready, but not on the sockets rpwrap gave it
 			}

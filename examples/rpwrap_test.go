@@ -12,12 +12,12 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/rpwrap/rpwrap/internal/loadgen"
+	"github.com/rpwrap/rpwrap/internal/loadtest"
 	"github.com/rpwrap/rpwrap/internal/testutil"
 	"github.com/rpwrap/rpwrap/supervisor"
 	"golang.org/x/sys/unix"
@@ -32,7 +32,7 @@ type wrapped struct {
 	cmd     *exec.Cmd
 	dir     string
 	control string
-	out     *syncBuffer
+	out     *testutil.SyncBuffer
 	done    chan struct{}
 	ready   chan struct{}
 }
@@ -57,7 +57,7 @@ func startRpwrap(t *testing.T, dir string, env []string, args ...string) *wrappe
 // kills whatever server process is left.
 func launchRpwrap(t *testing.T, dir string, env []string, args ...string) *wrapped {
 	t.Helper()
-	w := &wrapped{t: t, dir: dir, control: filepath.Join(dir, "ctl.sock"), out: &syncBuffer{},
+	w := &wrapped{t: t, dir: dir, control: filepath.Join(dir, "ctl.sock"), out: &testutil.SyncBuffer{},
 		done: make(chan struct{}), ready: make(chan struct{})}
 	notify := listenNotify(t, filepath.Join(dir, "notify.sock"), w.ready)
 	w.cmd = exec.Command(rpwrapBin, append([]string{"--control", w.control}, args...)...)
@@ -239,24 +239,6 @@ func must(t testing.TB, err error) {
 	}
 }
 
-// syncBuffer is a bytes.Buffer safe for a child's output and the test.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // startLoad starts a bounded closed-loop load on addr: clients workers,
 // a new connection per request.
 func startLoad(t *testing.T, addr, path string, clients int) *loadgen.Load {
@@ -274,24 +256,11 @@ func startLoad(t *testing.T, addr, path string, clients int) *loadgen.Load {
 // waitRequests waits until the load has sent n requests.
 func waitRequests(t *testing.T, load *loadgen.Load, n int64) {
 	t.Helper()
-	deadline := time.Now().Add(eventTimeout)
-	for load.Progress().Sent < n {
-		if time.Now().After(deadline) {
-			t.Fatalf("load stalled at %d requests", load.Progress().Sent)
-		}
-		time.Sleep(5 * time.Millisecond) // polling a counter; bounded above
-	}
+	loadtest.WaitSent(t, load, n, eventTimeout)
 }
 
 // requireNoLoss asserts that every request sent got a whole 200.
 func requireNoLoss(t *testing.T, res loadgen.Result, atLeast int64) {
 	t.Helper()
-	t.Logf("requests: sent %d, ok %d, refused %d, reset %d, timeout %d, short read %d, bad status %d, other %d; errors: %v",
-		res.Sent, res.OK, res.Refused, res.Reset, res.Timeout, res.ShortRead, res.BadStatus, res.Other, res.Errors)
-	if res.Failed() != 0 || res.OK != res.Sent {
-		t.Errorf("lost requests: %d failed of %d sent (%d ok)", res.Failed(), res.Sent, res.OK)
-	}
-	if res.Sent < atLeast {
-		t.Errorf("only %d requests sent, want at least %d for the test to mean something", res.Sent, atLeast)
-	}
+	loadtest.RequireNoLoss(t, res, atLeast)
 }

@@ -3,7 +3,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"net"
@@ -11,7 +10,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -42,24 +40,6 @@ func testBinary(tb testing.TB) string {
 	return exe
 }
 
-// syncBuffer is a bytes.Buffer safe for a child's output and the test.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // wrapper is a running rpwrap process under test.
 type wrapper struct {
 	t       *testing.T
@@ -67,7 +47,7 @@ type wrapper struct {
 	control string
 	addr    string // the first listener's address, port resolved
 	notify  *notifyReader
-	out     *syncBuffer
+	out     *testutil.SyncBuffer
 	done    chan struct{}
 	err     error
 }
@@ -96,7 +76,7 @@ func startWrapperWith(t *testing.T, args []string, prepare func(*exec.Cmd)) *wra
 	t.Helper()
 	testutil.RequireRoot(t)
 	dir := shortTempDir(t)
-	w := &wrapper{t: t, control: filepath.Join(dir, "ctl.sock"), out: &syncBuffer{}, done: make(chan struct{})}
+	w := &wrapper{t: t, control: filepath.Join(dir, "ctl.sock"), out: &testutil.SyncBuffer{}, done: make(chan struct{})}
 	w.notify = newNotifyReader(t, filepath.Join(dir, "notify.sock"))
 	w.cmd = exec.Command(testBinary(t), append([]string{"--control", w.control}, args...)...)
 	w.cmd.Env = append(os.Environ(), asRpwrap+"=1", "NOTIFY_SOCKET="+w.notify.path, "RUNTIME_DIRECTORY="+dir)

@@ -35,7 +35,7 @@ for i in 1 2 3 4 5; do (sleep 0.01 & echo $! >>` + orphans + `) ; done
 echo up >` + filepath.Join(dir, "up") + `
 while :; do sleep 0.05; done`
 	exe := testBinary(t)
-	var out syncBuffer
+	var out testutil.SyncBuffer
 	cmd := exec.Command("unshare", "--pid", "--fork", "--kill-child=SIGKILL", "--mount-proc", "--net", "--",
 		"/bin/sh", "-c", `ip link set lo up 2>/dev/null || true; exec "$0" "$@"`,
 		exe, "--listen", "127.0.0.1:8080", "--ready", "none", "--control", filepath.Join(dir, "ctl.sock"),

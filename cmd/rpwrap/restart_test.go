@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/rpwrap/rpwrap/internal/loadgen"
+	"github.com/rpwrap/rpwrap/internal/loadtest"
 	"github.com/rpwrap/rpwrap/internal/testutil"
 	"github.com/rpwrap/rpwrap/supervisor"
 )
@@ -40,26 +41,13 @@ func underLoad(t *testing.T, w *wrapper, clients int, fn func(load *loadgen.Load
 // waitRequests waits until the load has sent n requests.
 func waitRequests(t *testing.T, load *loadgen.Load, n int64) {
 	t.Helper()
-	deadline := time.Now().Add(time.Minute)
-	for load.Progress().Sent < n {
-		if time.Now().After(deadline) {
-			t.Fatalf("load stalled at %d requests", load.Progress().Sent)
-		}
-		time.Sleep(5 * time.Millisecond) // polling a counter; bounded above
-	}
+	loadtest.WaitSent(t, load, n, time.Minute)
 }
 
 // requireNoLoss asserts that every request sent got a complete 200.
 func requireNoLoss(t *testing.T, res loadgen.Result, atLeast int64) {
 	t.Helper()
-	t.Logf("requests: sent %d, ok %d, refused %d, reset %d, timeout %d, short read %d, bad status %d, other %d; errors: %v",
-		res.Sent, res.OK, res.Refused, res.Reset, res.Timeout, res.ShortRead, res.BadStatus, res.Other, res.Errors)
-	if res.Failed() != 0 || res.OK != res.Sent {
-		t.Errorf("lost requests: %d failed of %d sent (%d ok)", res.Failed(), res.Sent, res.OK)
-	}
-	if res.Sent < atLeast {
-		t.Errorf("only %d requests sent, want at least %d for the test to mean something", res.Sent, atLeast)
-	}
+	loadtest.RequireNoLoss(t, res, atLeast)
 }
 
 func TestRestartUnderLoadLosesNoConnection(t *testing.T) {

@@ -53,11 +53,15 @@ func (s *Supervisor) loop(ctx context.Context, sigs chan os.Signal, first *gener
 			close(s.ready)
 			first.log.Info("ready", "after", time.Since(first.started).Round(time.Millisecond), "selector", s.Flavour())
 			s.notifyReady()
+			if len(pending) > 0 { // triggers that came while it started
+				startRestart(pending)
+				pending = nil
+			}
 		case sig := <-sigs:
 			switch sig {
 			case syscall.SIGHUP:
 				s.cfg.Log.Info("SIGHUP: restart requested")
-				if running {
+				if running || firstReady != nil {
 					pending = append(pending, nil)
 				} else {
 					startRestart(nil)
@@ -71,7 +75,7 @@ func (s *Supervisor) loop(ctx context.Context, sigs chan os.Signal, first *gener
 				}
 			}
 		case reply := <-s.triggers:
-			if running {
+			if running || firstReady != nil { // queued until the first generation serves
 				pending = append(pending, reply)
 			} else {
 				startRestart([]chan<- RestartResult{reply})

@@ -3,13 +3,17 @@
 package main
 
 import (
+	"context"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/rpwrap/rpwrap/internal/loadgen"
+	"github.com/rpwrap/rpwrap/internal/testutil"
 	"github.com/rpwrap/rpwrap/supervisor"
 )
 
@@ -70,5 +74,47 @@ func TestExecReadinessRetriesUntilTheCommandSucceeds(t *testing.T) {
 	}
 	if r := <-done; r.Generation != 2 {
 		t.Errorf("restart: %+v", r)
+	}
+}
+
+// A restart asked for while the first generation is still starting is
+// queued, not refused: it runs once the first generation serves.
+func TestRestartBeforeTheFirstGenerationIsReadyIsQueued(t *testing.T) {
+	dir := shortTempDir(t)
+	ctl := filepath.Join(dir, "ctl.sock")
+	cmd := exec.Command(testBinary(t), "--listen", "127.0.0.1:0", "--control", ctl,
+		"--ready", "exec:test -e "+dir+"/go", "--", testBinary(t), "serve-demo")
+	cmd.Env = append(os.Environ(), asRpwrap+"=1", "RUNTIME_DIRECTORY="+dir)
+	var out testutil.SyncBuffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { cmd.Process.Kill(); cmd.Wait() }()
+	waitUntil(t, "the control socket", func() bool { _, err := os.Stat(ctl); return err == nil })
+	done := make(chan supervisor.Response, 1)
+	go func() {
+		resp, err := supervisor.Call(context.Background(), ctl, supervisor.Request{Command: "restart"})
+		if err != nil {
+			resp.Error = err.Error()
+		}
+		done <- resp
+	}()
+	waitUntil(t, "generation 1 to start", func() bool { return strings.Contains(out.String(), "started") })
+	select {
+	case r := <-done:
+		t.Fatalf("restart answered before the first generation was ready: %+v", r)
+	case <-time.After(200 * time.Millisecond): // it must still be waiting; no event says "queued"
+	}
+	if err := os.WriteFile(filepath.Join(dir, "go"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case r := <-done:
+		if !r.OK || r.Restart == nil || r.Restart.Generation != 2 {
+			t.Errorf("queued restart: %+v; output:\n%s", r, out.String())
+		}
+	case <-time.After(time.Minute):
+		t.Fatalf("queued restart never ran; output:\n%s", out.String())
 	}
 }

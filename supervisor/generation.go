@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"slices"
 	"strconv"
 	"syscall"
 	"time"
@@ -102,12 +103,36 @@ func (s *Supervisor) releaseListeners(g *generation) {
 		}
 	}
 	for i, l := range g.listeners {
+		inode := l.Inode()
 		l.Close()
 		if i < len(g.slots) {
-			s.groups[i].sel.Remove(g.slots[i])
+			sel := s.groups[i].sel
+			if sel.Flavour() == bpf.CBPF {
+				// The kernel renumbers the group only once the socket's
+				// last holder is gone, and a killed worker may still be
+				// exiting: re-attaching the program with the new numbers
+				// before that would send connections to the closing socket.
+				waitLeftGroup(l.Spec(), inode)
+			}
+			sel.Remove(g.slots[i])
 		}
 	}
 	g.listeners, g.slots = nil, nil
+}
+
+// waitLeftGroup waits, up to 2 s, until no TCP socket with inode listens on
+// spec's port any more.
+func waitLeftGroup(spec fdpass.Spec, inode uint64) {
+	if spec.Network != "tcp" || inode == 0 {
+		return
+	}
+	for deadline := time.Now().Add(2 * time.Second); time.Now().Before(deadline); {
+		inodes, err := fdpass.ListeningInodes(spec.Addr.Port())
+		if err != nil || !slices.Contains(inodes, inode) {
+			return
+		}
+		time.Sleep(time.Millisecond) // the kernel gives no event for a socket's last close
+	}
 }
 
 // spawn starts g's server through the exec shim on g's sockets.

@@ -287,11 +287,20 @@ func TestPredecessorClosingItsListenerEarlyLosesNothing(t *testing.T) {
 // process started by the server's shell, holding fd 3, in its process
 // group): stopping it kills the whole group, so no orphan keeps the port,
 // and only the successor's socket listens after each restart.
+//
+// With cBPF this is also the case where the group is renumbered only after
+// the killed worker let go of the old socket.
 func TestPredecessorWorkerTreeLeavesNoOrphan(t *testing.T) {
+	for _, sel := range []string{"ebpf", "cbpf"} {
+		t.Run(sel, func(t *testing.T) { testWorkerTree(t, sel) })
+	}
+}
+
+func testWorkerTree(t *testing.T, sel string) {
 	exe := testBinary(t)
 	dir := shortTempDir(t)
 	script := `sleep 600 </dev/null >/dev/null 2>&1 & echo $! >` + dir + `/worker.$RPWRAP_GENERATION; exec "$0" serve-demo`
-	w := startWrapperCommand(t, []string{"--listen", "127.0.0.1:0", "--ready", "notify", "--selector", "ebpf",
+	w := startWrapperCommand(t, []string{"--listen", "127.0.0.1:0", "--ready", "notify", "--selector", sel,
 		"--", "/bin/sh", "-c", script, exe})
 	const restarts = 3
 	res := underLoad(t, w, 4, func(load *loadgen.Load) {

@@ -12,7 +12,6 @@ import (
 	"testing"
 
 	"github.com/rpwrap/rpwrap/fdpass"
-	"github.com/rpwrap/rpwrap/internal/loadgen"
 	"github.com/rpwrap/rpwrap/internal/testutil"
 )
 
@@ -44,13 +43,7 @@ func TestAdoptsSocketsFromSystemd(t *testing.T) {
 	if w.addr != l.Spec().Addr.String() {
 		t.Fatalf("serving %s, want systemd's %s", w.addr, l.Spec().Addr)
 	}
-	res := underLoad(t, w, 4, func(load *loadgen.Load) {
-		for i := 0; i < 3; i++ {
-			w.restart()
-			waitRequests(t, load, load.Progress().Sent+50)
-		}
-	})
-	requireNoLoss(t, res, 500)
+	restartsUnderLoad(t, w, 3, 500)
 }
 
 // A socket from systemd without SO_REUSEPORT cannot take part in a restart:

@@ -153,14 +153,7 @@ func TestWithoutBPFCapabilitiesFallsBackToClassicBPF(t *testing.T) {
 	if st := w.status(); st.Selector != "cbpf" {
 		t.Fatalf("selector %q without BPF capabilities, want cbpf", st.Selector)
 	}
-	const restarts = 5
-	res := underLoad(t, w, 4, func(load *loadgen.Load) {
-		for i := 0; i < restarts; i++ {
-			w.restart()
-			waitRequests(t, load, load.Progress().Sent+50)
-		}
-	})
-	requireNoLoss(t, res, 500)
+	restartsUnderLoad(t, w, 5, 500)
 	if n := strings.Count(w.out.String(), "eBPF selector not available"); n != 1 {
 		t.Errorf("%d log lines about the fallback, want exactly 1; output:\n%s", n, w.out.String())
 	}

@@ -38,6 +38,19 @@ func underLoad(t *testing.T, w *wrapper, clients int, fn func(load *loadgen.Load
 	return load.Wait()
 }
 
+// restartsUnderLoad restarts w n times under 4 clients, with some load on
+// every generation, and requires that no request is lost.
+func restartsUnderLoad(t *testing.T, w *wrapper, n int, atLeast int64) {
+	t.Helper()
+	res := underLoad(t, w, 4, func(load *loadgen.Load) {
+		for i := 0; i < n; i++ {
+			w.restart()
+			waitRequests(t, load, load.Progress().Sent+50)
+		}
+	})
+	requireNoLoss(t, res, atLeast)
+}
+
 // waitRequests waits until the load has sent n requests.
 func waitRequests(t *testing.T, load *loadgen.Load, n int64) {
 	t.Helper()

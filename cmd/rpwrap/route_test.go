@@ -15,14 +15,7 @@ import (
 func TestBindRouteRestartsServerThatBindsItsOwnPort(t *testing.T) {
 	addr := freePort(t)
 	w := startWrapper(t, []string{"--listen", addr, "--pass", "bind", "--ready", "accept", "--selector", "ebpf"}, "-bind", addr)
-	const restarts = 10
-	res := underLoad(t, w, 4, func(load *loadgen.Load) {
-		for i := 0; i < restarts; i++ {
-			w.restart()
-			waitRequests(t, load, load.Progress().Sent+50)
-		}
-	})
-	requireNoLoss(t, res, 1000)
+	restartsUnderLoad(t, w, 10, 1000)
 }
 
 // A server that ignores LISTEN_FDS and binds its own SO_REUSEPORT socket

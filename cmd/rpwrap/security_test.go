@@ -217,14 +217,7 @@ func TestClassicBPFRunsAsUnprivilegedUser(t *testing.T) {
 	if st := w.status(); st.Selector != "cbpf" {
 		t.Fatalf("selector %q as nobody, want cbpf", st.Selector)
 	}
-	const restarts = 5
-	res := underLoad(t, w, 4, func(load *loadgen.Load) {
-		for i := 0; i < restarts; i++ {
-			w.restart()
-			waitRequests(t, load, load.Progress().Sent+50)
-		}
-	})
-	requireNoLoss(t, res, 500)
+	restartsUnderLoad(t, w, 5, 500)
 	if fi, err := os.Stat(w.control); err != nil || fi.Sys().(*syscall.Stat_t).Uid != nobody || fi.Mode().Perm() != 0o600 {
 		t.Errorf("control socket: %v %v, want mode 0600 owned by %d", fi, err, nobody)
 	}

@@ -130,7 +130,7 @@ func (in *wrappedInstance) ServingPid() int {
 
 func (in *wrappedInstance) Restart(ctx context.Context) (timings, error) {
 	start := time.Now()
-	resp, err := supervisor.Call(ctx, in.control, supervisor.Request{Command: "restart"})
+	resp, err := supervisor.Call(ctx, in.control, supervisor.Request{Command: "restart", Wait: true})
 	cycle := time.Since(start)
 	if err != nil {
 		return timings{Cycle: cycle}, err

@@ -136,12 +136,18 @@ func conflicts(want netip.AddrPort, m inetDiagMsg) bool {
 // dumpSockets asks NETLINK_SOCK_DIAG for the sockets of family and proto in
 // states (a bit mask of 1<<TCP_STATE).
 func dumpSockets(family, proto uint8, states uint32) ([]inetDiagMsg, error) {
+	return querySockets(inetDiagReqV2{Family: family, Protocol: proto, States: states}, unix.NLM_F_REQUEST|unix.NLM_F_DUMP)
+}
+
+// querySockets sends one sock_diag request and collects the answers. An
+// NLMSG_ERROR answer with an errno is returned as that errno.
+func querySockets(req inetDiagReqV2, flags uint16) ([]inetDiagMsg, error) {
 	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, unix.NETLINK_SOCK_DIAG)
 	if err != nil {
 		return nil, os.NewSyscallError("socket NETLINK_SOCK_DIAG", err)
 	}
 	defer unix.Close(fd)
-	if err := unix.Sendto(fd, diagRequest(family, proto, states), 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
+	if err := unix.Sendto(fd, diagRequest(req, flags), 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
 		return nil, os.NewSyscallError("sendto NETLINK_SOCK_DIAG", err)
 	}
 	var out []inetDiagMsg
@@ -157,7 +163,14 @@ func dumpSockets(family, proto uint8, states uint32) ([]inetDiagMsg, error) {
 		}
 		for _, m := range msgs {
 			switch m.Header.Type {
-			case unix.NLMSG_DONE, unix.NLMSG_ERROR:
+			case unix.NLMSG_DONE:
+				return out, nil
+			case unix.NLMSG_ERROR:
+				if len(m.Data) >= 4 {
+					if errno := int32(binary.NativeEndian.Uint32(m.Data[:4])); errno < 0 {
+						return out, syscall.Errno(-errno)
+					}
+				}
 				return out, nil
 			}
 			var d inetDiagMsg
@@ -165,15 +178,17 @@ func dumpSockets(family, proto uint8, states uint32) ([]inetDiagMsg, error) {
 				out = append(out, d)
 			}
 		}
+		if flags&unix.NLM_F_DUMP == 0 && len(out) > 0 {
+			return out, nil
+		}
 	}
 }
 
-func diagRequest(family, proto uint8, states uint32) []byte {
-	req := inetDiagReqV2{Family: family, Protocol: proto, States: states}
+func diagRequest(req inetDiagReqV2, flags uint16) []byte {
 	hdr := unix.NlMsghdr{
 		Len:   uint32(unix.SizeofNlMsghdr + binary.Size(req)),
 		Type:  unix.SOCK_DIAG_BY_FAMILY,
-		Flags: unix.NLM_F_REQUEST | unix.NLM_F_DUMP,
+		Flags: flags,
 		Seq:   1,
 	}
 	var b bytes.Buffer

@@ -21,9 +21,10 @@ func socketPair() (ours, theirs *os.File, err error) {
 }
 
 // intercept receives g's seccomp listener over conn and answers the binds
-// of g's process tree until the last of its processes is gone: the first
-// bind of each managed address gets g's socket (see fdpass/intercept).
-func (s *Supervisor) intercept(g *generation, conn *os.File) error {
+// of g's process tree until the last of its processes is gone or ctx ends
+// (g is retired): the first bind of each managed address gets g's socket
+// (see fdpass/intercept). conn is closed either way.
+func (s *Supervisor) intercept(ctx context.Context, g *generation, conn *os.File) error {
 	defer conn.Close()
 	notifyFd, err := intercept.Receive(conn)
 	if err != nil {
@@ -34,13 +35,13 @@ func (s *Supervisor) intercept(g *generation, conn *os.File) error {
 		managed[i] = intercept.Managed{Network: l.Spec().Network, Addr: l.Spec().Addr, File: l.File()}
 	}
 	ic := intercept.New(notifyFd, managed, func(msg string, args ...any) { g.log.Info(msg, args...) })
-	g.interceptDone = make(chan struct{})
-	go func() {
-		defer close(g.interceptDone)
+	g.helpers.Add(1)
+	s.goSafe(func() {
+		defer g.helpers.Done()
 		defer notifyFd.Close()
-		if err := ic.Serve(context.Background()); err != nil {
+		if err := ic.Serve(ctx); err != nil && ctx.Err() == nil {
 			g.log.Warn("bind interception ended", "err", err)
 		}
-	}()
+	})
 	return nil
 }

@@ -4,12 +4,16 @@ package supervisor
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"net/netip"
 	"os"
+	"syscall"
 	"strconv"
 	"time"
 
 	"github.com/rpwrap/rpwrap/fdpass"
+	"github.com/rpwrap/rpwrap/internal/procfs"
 )
 
 // check runs the configured readiness check against g until it passes or
@@ -69,18 +73,25 @@ func (s *Supervisor) probe(ctx context.Context, g *generation) error {
 	return nil
 }
 
-func (s *Supervisor) probeOne(ctx context.Context, g *generation, i int) error {
+func (s *Supervisor) probeOne(ctx context.Context, g *generation, i int) (err error) {
 	grp, l := s.groups[i], g.listeners[i]
-	target := probeTarget(grp.spec.Addr)
+	target := probeTarget(grp.spec.Addr, s.foreignAddrs(i))
 	ps, err := newProbeSocket(target)
 	if err != nil {
 		return err
 	}
-	if err := grp.sel.SetProbe(ps.port, g.slots[i]); err != nil {
+	port := ps.port()
+	if err := grp.sel.SetProbe(port, g.slots[i]); err != nil {
 		ps.close()
 		return fmt.Errorf("route probe to %s: %w", g, err)
 	}
-	defer grp.sel.ClearProbe(ps.port)
+	defer func() {
+		// A route left behind would fill the selector's probe map, and
+		// every later readiness check would fail.
+		if cerr := grp.sel.ClearProbe(port); cerr != nil {
+			err = errors.Join(err, fmt.Errorf("clear probe route of port %d: %w", port, cerr))
+		}
+	}()
 	timeout := time.Second
 	if dl, ok := ctx.Deadline(); ok {
 		timeout = time.Until(dl)
@@ -90,25 +101,68 @@ func (s *Supervisor) probeOne(ctx context.Context, g *generation, i int) error {
 		return err
 	}
 	defer c.Close()
+	if err := s.acceptedBy(ctx, g, l, target, ps.local); err != nil {
+		return err
+	}
 	if s.cfg.Ready.Kind == ReadyHTTP {
 		return httpProbe(ctx, c, target.String(), s.cfg.Ready.Arg)
 	}
-	// The handshake completes in the kernel; the server has accepted the
-	// probe once the queue of its socket, which only probes reach, is empty.
+	return nil
+}
+
+// acceptedBy waits until a process of g has accepted the probe connection
+// from local to target, from g's own socket l. The handshake completes in
+// the kernel, whoever listens: only a connection that rpwrap has seen in
+// l's accept queue (which only probes reach before the flip), or whose
+// accepted socket a process of g holds, counts. A probe answered by another
+// socket (one listening on a more specific address of the port) fails.
+func (s *Supervisor) acceptedBy(ctx context.Context, g *generation, l *fdpass.Listener, target, local netip.AddrPort) error {
+	sawQueued := false
 	for {
-		q, _, err := fdpass.QueueDepth(l)
-		if err != nil {
-			return err
+		if q, _, err := fdpass.QueueDepth(l); err == nil && q > 0 {
+			sawQueued = true
 		}
-		if q == 0 {
-			return nil
+		inode, err := fdpass.ConnInode(target, local)
+		switch {
+		case errors.Is(err, syscall.ENOENT) && sawQueued:
+			return nil // accepted from l, and closed already
+		case errors.Is(err, syscall.ENOENT):
+			return fmt.Errorf("probe connection to %s was closed before rpwrap saw it reach %s", target, g)
+		case err != nil:
+			return err
+		case inode != 0:
+			if procfs.SocketInodes(procfs.Tree(g.pid))[inode] {
+				return nil
+			}
+			if sawQueued {
+				return nil // accepted from l by a process that left g's tree, or closed and reused
+			}
+			return fmt.Errorf("probe connection to %s was accepted by a process outside %s: a socket of another program listens on %s, "+
+				"more specific than %s, and takes the clients that connect to that address whatever rpwrap does", target, g, target, l.Spec().Addr)
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("probe connection to %s not accepted (%d queued)", grp.spec.Addr, q)
-		case <-time.After(5 * time.Millisecond): // no event exists for "accepted"
+			return fmt.Errorf("probe connection to %s not accepted by %s", target, g)
+		case <-time.After(2 * time.Millisecond): // no event exists for "accepted"
 		}
 	}
+}
+
+// foreignAddrs lists the addresses on group i's port of TCP listeners
+// rpwrap did not create.
+func (s *Supervisor) foreignAddrs(i int) []netip.AddrPort {
+	socks, err := fdpass.Listening(s.groups[i].spec.Addr.Port())
+	if err != nil {
+		return nil
+	}
+	ours := s.ourInodes()
+	var out []netip.AddrPort
+	for _, so := range socks {
+		if !ours[so.Inode] {
+			out = append(out, so.Addr)
+		}
+	}
+	return out
 }
 
 // execCheck runs the --ready exec: command once through /bin/sh and
@@ -118,10 +172,11 @@ func (s *Supervisor) execCheck(ctx context.Context, g *generation) error {
 		"RPWRAP_GENERATION="+strconv.Itoa(g.n), "RPWRAP_PID="+strconv.Itoa(g.pid))
 	p := procSpec{exe: "/bin/sh", argv: []string{"sh", "-c", s.cfg.Ready.Arg}, env: env,
 		files: []*os.File{s.cfg.Stdin, s.cfg.Stderr, s.cfg.Stderr}}
-	pid, exit, err := s.reaper.start(p.fork)
+	proc, exit, err := s.reaper.start(p.fork)
 	if err != nil {
 		return err
 	}
+	defer proc.release()
 	select {
 	case e := <-exit:
 		if e.Status.Exited() && e.Status.ExitStatus() == 0 {
@@ -129,7 +184,9 @@ func (s *Supervisor) execCheck(ctx context.Context, g *generation) error {
 		}
 		return fmt.Errorf("readiness command %q: %s", s.cfg.Ready.Arg, e)
 	case <-ctx.Done():
-		killGroup(pid)
+		if err := proc.killGroup(); err != nil {
+			return err // it may run on: waiting for it could take forever
+		}
 		<-exit
 		return ctx.Err()
 	}

@@ -41,6 +41,16 @@ type Config struct {
 	// flip, so their queues migrate at once, instead of after the drain.
 	ShutdownAtFlip bool
 
+	// DrainDelay is how long after the flip the predecessor keeps
+	// running untouched before the drain begins and it gets the stop
+	// signal: for servers whose graceful stop drops a request read at the
+	// wrong moment (Go's net/http Shutdown, Python's http.server).
+	DrainDelay time.Duration
+	// MaxDraining caps how many replaced generations drain at once: a
+	// restart that would exceed it first stops the oldest draining one
+	// (stop signal, then SIGKILL after StopTimeout at most). Default 4.
+	MaxDraining int
+
 	RestartOnFailure bool // a generation that dies is replaced, with backoff, instead of rpwrap exiting
 
 	RuntimeDir  string // where per-generation notify sockets live (created 0700)
@@ -72,6 +82,9 @@ func (c *Config) setDefaults() {
 	if c.DrainStall <= 0 {
 		c.DrainStall = 500 * time.Millisecond
 	}
+	if c.MaxDraining <= 0 {
+		c.MaxDraining = 4
+	}
 	if c.Selector == "" {
 		c.Selector = bpf.Auto
 	}
@@ -101,6 +114,41 @@ func (c *Config) validate() error {
 	}
 	if c.RuntimeDir == "" {
 		return fmt.Errorf("no runtime directory")
+	}
+	return c.validateReady()
+}
+
+// hasTCP reports whether one of the addresses is TCP.
+func (c *Config) hasTCP() bool {
+	for _, spec := range c.Listen {
+		if spec.Network == "tcp" {
+			return true
+		}
+	}
+	for _, l := range c.Adopted {
+		if l.Spec().Network == "tcp" {
+			return true
+		}
+	}
+	return false
+}
+
+// validateReady refuses a readiness check that cannot work with the
+// addresses given. An unset check is accept when there is a TCP address,
+// and none (for the bind route: the server's bind of every address) for UDP
+// alone.
+func (c *Config) validateReady() error {
+	switch c.Ready.Kind {
+	case "":
+		c.Ready = Ready{Kind: ReadyAccept}
+		if !c.hasTCP() {
+			c.Ready = Ready{Kind: ReadyNone}
+		}
+	case ReadyAccept, ReadyHTTP:
+		if !c.hasTCP() {
+			return fmt.Errorf("--ready %s probes a TCP address, and every address given is UDP: use --ready notify, exec:CMD or delay:DURATION, or none "+
+				"(with --pass bind, none waits until the server has bound every address)", c.Ready)
+		}
 	}
 	return nil
 }

@@ -11,6 +11,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"sync"
 	"syscall"
 	"time"
 
@@ -22,7 +23,8 @@ import (
 
 // Request is a control command.
 type Request struct {
-	Command string `json:"command"` // "restart" or "status"
+	Command string `json:"command"`        // "restart" or "status"
+	Wait    bool   `json:"wait,omitempty"` // restart: answer once the predecessor is drained, not at the flip
 }
 
 // Response answers a Request. Error is set when the command failed; for a
@@ -54,9 +56,12 @@ func ParseRequest(b []byte) (Request, error) {
 }
 
 type controlServer struct {
-	l    *net.UnixListener
-	path string
-	s    *Supervisor
+	l     *net.UnixListener
+	path  string
+	s     *Supervisor
+	wg    sync.WaitGroup // serve and the clients it serves
+	mu    sync.Mutex
+	conns map[*net.UnixConn]bool // clients being served
 }
 
 // listenControl creates the control socket at path: mode 0600 in a
@@ -93,7 +98,16 @@ func (c *controlServer) serve() {
 		conn, err := c.l.AcceptUnix()
 		if err == nil {
 			delay = 0
-			go c.handle(conn)
+			if !c.track(conn, true) {
+				conn.Close()
+				return
+			}
+			c.wg.Add(1)
+			go func() {
+				defer c.wg.Done()
+				defer c.track(conn, false)
+				c.handle(conn)
+			}()
 			continue
 		}
 		if !isTemporary(err) {
@@ -115,8 +129,44 @@ func isTemporary(err error) bool {
 	return false
 }
 
+// start serves clients on a goroutine of its own until close.
+func (c *controlServer) start() {
+	c.conns = map[*net.UnixConn]bool{}
+	c.wg.Add(1)
+	go func() { defer c.wg.Done(); c.serve() }()
+}
+
+// track adds or removes a client; adding fails once close has begun.
+func (c *controlServer) track(conn *net.UnixConn, on bool) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.conns == nil {
+		return false
+	}
+	if on {
+		c.conns[conn] = true
+	} else {
+		delete(c.conns, conn)
+	}
+	return true
+}
+
+// close stops accepting and removes the socket file.
 func (c *controlServer) close() {
 	c.l.Close() // removes the socket file too
+}
+
+// wait ends the clients still connected and waits for their goroutines;
+// call it once Run's quit channel is closed, so that a restart still
+// waiting has been answered.
+func (c *controlServer) wait() {
+	c.mu.Lock()
+	for conn := range c.conns {
+		conn.SetReadDeadline(time.Now()) // a client that never sends its request
+	}
+	c.conns = nil
+	c.mu.Unlock()
+	c.wg.Wait()
 }
 
 // handle serves one client, after checking with SO_PEERCRED that it runs as
@@ -146,7 +196,11 @@ func (c *controlServer) handle(conn *net.UnixConn) {
 		st := c.s.Status()
 		reply(Response{OK: true, Status: &st})
 	case "restart":
-		r, err := c.s.Restart(context.Background())
+		restart := c.s.Restart
+		if req.Wait {
+			restart = c.s.RestartAndDrain
+		}
+		r, err := restart(context.Background())
 		resp := Response{OK: err == nil, Restart: &r}
 		if err != nil {
 			resp.Error = err.Error()
@@ -163,9 +217,11 @@ func checkPeer(conn *net.UnixConn) error {
 	}
 	var cred *unix.Ucred
 	var credErr error
-	rc.Control(func(fd uintptr) {
+	if err := rc.Control(func(fd uintptr) {
 		cred, credErr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
-	})
+	}); err != nil {
+		return fmt.Errorf("read peer credentials: %w", err)
+	}
 	if credErr != nil {
 		return fmt.Errorf("read peer credentials: %w", credErr)
 	}

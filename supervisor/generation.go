@@ -3,29 +3,17 @@
 package supervisor
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"os"
-	"slices"
 	"strconv"
-	"syscall"
+	"sync"
 	"time"
 
 	"github.com/rpwrap/rpwrap/bpf"
 	"github.com/rpwrap/rpwrap/fdpass"
 	"github.com/rpwrap/rpwrap/systemd"
-)
-
-// State is where a generation is in its life.
-type State string
-
-// The states of a generation, in order.
-const (
-	StateStarting State = "starting" // started, not ready yet
-	StateReady    State = "ready"    // ready, not receiving connections yet
-	StateActive   State = "active"   // the selector sends it every new connection
-	StateDraining State = "draining" // replaced, finishing its work
-	StateStopped  State = "stopped"
 )
 
 // group is one --listen address: a reuseport group and its selector.
@@ -35,20 +23,37 @@ type group struct {
 }
 
 // generation is one instance of the server and the sockets it was given.
+//
+// Ownership: the fields above the line are written only before the
+// generation is published in Supervisor.gens (by newListeners and spawn),
+// and only read afterwards; those below it are guarded by Supervisor.mu.
+// exit is written once, before done is closed.
 type generation struct {
 	n         int
 	pid       int
+	proc      *process
 	listeners []*fdpass.Listener // one per group, same order
 	slots     []bpf.Slot
 	notify    *systemd.NotifySocket
 	started   time.Time
-	readyAt   time.Time // when it passed the readiness check
-	state     State     // guarded by Supervisor.mu
-	done      chan struct{}
-	exit      Exit // valid once done is closed
+	done      chan struct{} // closed when the main process has been reaped
+	exit      Exit          // valid once done is closed
 	log       *slog.Logger
+	retired   chan struct{} // closed when retire has freed everything
+	stopNow   chan struct{} // closed to end a drain early (cap, shutdown)
+	stopOnce  sync.Once
+	cancel    context.CancelFunc // ends the generation's own goroutines (interception)
+	helpers   sync.WaitGroup     // those goroutines
+	inherited bool               // its sockets are a dead generation's (respawn)
 
-	interceptDone chan struct{} // Bind route: closed when no process of g is left to intercept
+	// guarded by Supervisor.mu
+	state    State
+	deadline time.Time // draining: when it is killed
+	flipped  time.Time // active or draining: when it became active
+}
+
+func newGeneration(n int) *generation {
+	return &generation{n: n, state: StateStarting, retired: make(chan struct{}), stopNow: make(chan struct{})}
 }
 
 func (g *generation) String() string {
@@ -60,6 +65,9 @@ func (g *generation) String() string {
 
 // exited reports whether the generation's main process has ended.
 func (g *generation) exited() bool {
+	if g.done == nil {
+		return false
+	}
 	select {
 	case <-g.done:
 		return true
@@ -68,13 +76,19 @@ func (g *generation) exited() bool {
 	}
 }
 
+// endDrain asks a draining generation to stop now instead of at its
+// deadline.
+func (g *generation) endDrain() { g.stopOnce.Do(func() { close(g.stopNow) }) }
+
 // newListeners opens one socket per group for a new generation and adds it
 // to the group's selector, without activating it. On error nothing is left
 // open or in a map.
 func (s *Supervisor) newListeners(g *generation) (err error) {
 	defer func() {
 		if err != nil {
-			s.releaseListeners(g)
+			if rerr := s.releaseListeners(g); rerr != nil {
+				err = fmt.Errorf("%w; %v", err, rerr)
+			}
 		}
 	}()
 	for _, grp := range s.groups {
@@ -92,51 +106,9 @@ func (s *Supervisor) newListeners(g *generation) (err error) {
 	return nil
 }
 
-// releaseListeners closes rpwrap's copies of g's sockets and frees their
-// slots. Anything still queued on them migrates to the active socket when
-// the selector is eBPF.
-func (s *Supervisor) releaseListeners(g *generation) {
-	if g.interceptDone != nil && g.exited() {
-		select { // its last process is going: no bind can need these sockets
-		case <-g.interceptDone:
-		case <-time.After(2 * time.Second): // a descendant outside its process group lives on
-		}
-	}
-	for i, l := range g.listeners {
-		inode := l.Inode()
-		l.Close()
-		if i < len(g.slots) {
-			sel := s.groups[i].sel
-			if sel.Flavour() == bpf.CBPF {
-				// The kernel renumbers the group only once the socket's
-				// last holder is gone, and a killed worker may still be
-				// exiting: re-attaching the program with the new numbers
-				// before that would send connections to the closing socket.
-				waitLeftGroup(l.Spec(), inode)
-			}
-			sel.Remove(g.slots[i])
-		}
-	}
-	g.listeners, g.slots = nil, nil
-}
-
-// waitLeftGroup waits, up to 2 s, until no TCP socket with inode listens on
-// spec's port any more.
-func waitLeftGroup(spec fdpass.Spec, inode uint64) {
-	if spec.Network != "tcp" || inode == 0 {
-		return
-	}
-	for deadline := time.Now().Add(2 * time.Second); time.Now().Before(deadline); {
-		inodes, err := fdpass.ListeningInodes(spec.Addr.Port())
-		if err != nil || !slices.Contains(inodes, inode) {
-			return
-		}
-		time.Sleep(time.Millisecond) // the kernel gives no event for a socket's last close
-	}
-}
-
-// spawn starts g's server through the exec shim on g's sockets.
-func (s *Supervisor) spawn(g *generation) error {
+// spawn starts g's server through the exec shim on g's sockets. On error
+// it has started nothing and left nothing open but g's sockets.
+func (s *Supervisor) spawn(g *generation) (err error) {
 	names := make([]string, len(s.groups))
 	files := []*os.File{s.cfg.Stdin, s.cfg.Stdout, s.cfg.Stderr}
 	for i, grp := range s.groups {
@@ -151,7 +123,12 @@ func (s *Supervisor) spawn(g *generation) error {
 		if err != nil {
 			return fmt.Errorf("start generation %d: %w", g.n, err)
 		}
-		defer theirs.Close() // also closed right after the fork, below
+		defer theirs.Close() // only the shim may hold it once it runs
+		defer func() {
+			if err != nil {
+				ours.Close()
+			}
+		}()
 		bindConn = ours
 		files = append(files, theirs) // fd 3: fdpass.BindSocketFd
 	}
@@ -161,79 +138,67 @@ func (s *Supervisor) spawn(g *generation) error {
 		if err != nil {
 			return fmt.Errorf("create notify socket for generation %d: %w", g.n, err)
 		}
+		defer func() {
+			if err != nil {
+				ns.Close()
+			}
+		}()
 		g.notify = ns
 		env = append(env, "NOTIFY_SOCKET="+ns.Path())
 	}
 	exe, argv, env := fdpass.ShimCommand(s.cfg.Path, s.cfg.Argv, env, names, s.cfg.Route)
 	p := procSpec{exe: exe, argv: argv, env: env, files: files}
-	pid, exit, err := s.reaper.start(p.fork)
+	proc, exit, err := s.reaper.start(p.fork)
 	if err != nil {
-		if g.notify != nil {
-			g.notify.Close()
-		}
-		if bindConn != nil {
-			bindConn.Close()
-		}
+		g.notify = nil
 		return err
 	}
-	g.pid, g.started, g.done = pid, time.Now(), make(chan struct{})
-	g.log = s.cfg.Log.With("generation", g.n, "pid", pid)
+	g.proc, g.pid, g.started, g.done = proc, proc.pid, time.Now(), make(chan struct{})
+	g.log = s.cfg.Log.With("generation", g.n, "pid", g.pid)
+	ctx, cancel := context.WithCancel(context.Background())
+	g.cancel = cancel
 	if g.notify != nil {
-		g.notify.SetPID(pid)
+		g.notify.SetPID(g.pid)
 	}
-	if bindConn != nil {
-		files[len(files)-1].Close() // the shim's end: only the shim may hold it now
-		// Returns once the shim has sent its listener, or with an error
-		// when it exited without: the exit then fails the readiness check.
-		if err := s.intercept(g, bindConn); err != nil {
-			g.log.Error("bind interception not set up", "err", err)
-		}
-	}
-	go func() {
+	s.goSafe(func() {
 		g.exit = <-exit
 		close(g.done)
 		select {
 		case s.exits <- g:
 		case <-s.quit:
 		}
-	}()
+	})
+	if bindConn != nil {
+		theirs := files[len(files)-1]
+		theirs.Close() // the shim's end: only the shim may hold it now
+		// Returns once the shim has sent its listener, or with an error
+		// when it exited without: the exit then fails the readiness check.
+		if err := s.intercept(ctx, g, bindConn); err != nil {
+			g.log.Error("bind interception not set up: the server's bind(2) of the managed addresses will fail", "err", err)
+		}
+	}
 	return nil
 }
 
-// stop ends g: the stop signal, up to timeout for it to exit, then SIGKILL
-// to its whole process group, so that no worker keeps a socket. It returns
-// once g's main process is reaped.
-func (s *Supervisor) stop(g *generation, timeout time.Duration) {
-	if g.pid == 0 { // never started: nothing to stop
-		s.setState(g, StateStopped)
-		return
-	}
-	if !g.exited() {
-		g.log.Info("stopping", "signal", sigName(s.cfg.StopSignal), "timeout", timeout)
-		signalProcess(g.pid, s.cfg.StopSignal)
-		t := time.NewTimer(timeout)
-		select {
-		case <-g.done:
-		case <-t.C:
-			g.log.Warn("did not stop in time: sending SIGKILL to its process group", "timeout", timeout)
-			killGroup(g.pid)
-			<-g.done
+// releaseListeners closes rpwrap's copies of g's sockets and frees their
+// slots. Anything still queued on them migrates to the active socket when
+// the selector is eBPF. It returns the first error the selector reported:
+// a slot that could not be freed stays taken.
+func (s *Supervisor) releaseListeners(g *generation) error {
+	var first error
+	for i, l := range g.listeners {
+		inode := l.Inode()
+		if inode == 0 {
+			continue // closed already
 		}
-		t.Stop()
-	}
-	killGroup(g.pid) // workers that outlived their master
-	if g.notify != nil {
-		g.notify.Close()
-	}
-	s.setState(g, StateStopped)
-	g.log.Info("stopped", "exit", g.exit.String())
-}
-
-func sigName(sig syscall.Signal) string {
-	for name, v := range signalNames {
-		if v == sig {
-			return name
+		if err := l.Close(); err != nil && first == nil {
+			first = fmt.Errorf("close socket of %s: %w", g, err)
+		}
+		if i < len(g.slots) {
+			if err := s.freeSlot(i, inode, g.slots[i]); err != nil && first == nil {
+				first = fmt.Errorf("free selector slot of %s for %s: %w", g, l.Spec(), err)
+			}
 		}
 	}
-	return sig.String()
+	return first
 }

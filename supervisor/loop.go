@@ -4,50 +4,57 @@ package supervisor
 
 import (
 	"context"
-	"fmt"
 	"os"
 	"syscall"
 	"time"
 )
 
-// loop is the supervisor's event loop. Restarts run on their own goroutine;
-// everything that changes which generation is active happens here or under
-// s.mu.
+// loop is the supervisor's event loop, the one place that decides what
+// runs next: it starts restarts and respawns one at a time, queues the
+// triggers that come meanwhile, forwards signals, and runs the shutdown.
 func (s *Supervisor) loop(ctx context.Context, sigs chan os.Signal, first *generation) int {
 	firstReady := make(chan error, 1)
-	go func() { firstReady <- s.waitReady(ctx, first) }()
+	s.checks.Add(1)
+	s.goSafe(func() {
+		defer s.checks.Done()
+		_, err := s.waitReady(ctx, first)
+		firstReady <- err
+	})
 
 	rctx, cancelRestarts := context.WithCancel(ctx)
 	defer cancelRestarts()
 	var (
 		restartDone = make(chan restartOutcome, 1)
 		running     bool
-		pending     []chan<- RestartResult
+		pending     []restartRequest
 		backoff     = newBackoff()
 	)
-	startRestart := func(waiters []chan<- RestartResult) {
+	startRestart := func(waiters []restartRequest) {
 		running = true
-		go func() { restartDone <- restartOutcome{s.restart(rctx), waiters} }()
+		s.goSafe(func() {
+			res, drained := s.restart(rctx)
+			restartDone <- restartOutcome{res, drained, waiters}
+		})
 	}
 	// A respawn runs like a restart: signals and triggers keep being
 	// served meanwhile, and SIGTERM cancels its backoff.
 	startRespawn := func(g *generation) {
 		running = true
-		go func() { s.respawnLoop(rctx, g, backoff); restartDone <- restartOutcome{} }()
+		s.goSafe(func() { s.respawnLoop(rctx, g, backoff); restartDone <- restartOutcome{} })
+	}
+	trigger := func(r restartRequest) {
+		if running || firstReady != nil { // queued until the first generation serves
+			pending = append(pending, r)
+		} else {
+			startRestart([]restartRequest{r})
+		}
 	}
 	for {
 		select {
 		case err := <-firstReady:
 			firstReady = nil
 			if err != nil {
-				first.log.Error("not ready", "err", err)
-				s.stop(first, time.Second)
-				if first.exit.Status.Exited() || first.exit.Status.Signaled() {
-					if code := first.exit.Code(); code != 0 && !s.cfg.RestartOnFailure {
-						return code
-					}
-				}
-				return 1
+				return s.firstFailed(first, err)
 			}
 			s.activate(first)
 			close(s.ready)
@@ -61,28 +68,20 @@ func (s *Supervisor) loop(ctx context.Context, sigs chan os.Signal, first *gener
 			switch sig {
 			case syscall.SIGHUP:
 				s.cfg.Log.Info("SIGHUP: restart requested")
-				if running || firstReady != nil {
-					pending = append(pending, nil)
-				} else {
-					startRestart(nil)
-				}
+				trigger(restartRequest{})
 			case syscall.SIGTERM, syscall.SIGINT:
 				cancelRestarts()
 				return s.shutdown(sig, running, restartDone, pending)
 			default:
-				if pid := s.signalTarget(); pid != 0 {
-					signalProcess(pid, sig.(syscall.Signal))
+				if err := s.signalTarget().signal(sig.(syscall.Signal)); err != nil {
+					s.cfg.Log.Warn("cannot forward a signal to the server", "signal", sig, "err", err)
 				}
 			}
-		case reply := <-s.triggers:
-			if running || firstReady != nil { // queued until the first generation serves
-				pending = append(pending, reply)
-			} else {
-				startRestart([]chan<- RestartResult{reply})
-			}
+		case r := <-s.triggers:
+			trigger(r)
 		case out := <-restartDone:
 			running = false
-			out.answer(out.result)
+			s.answer(out)
 			if len(pending) > 0 {
 				startRestart(pending)
 				pending = nil
@@ -94,8 +93,8 @@ func (s *Supervisor) loop(ctx context.Context, sigs chan os.Signal, first *gener
 			}
 		case g := <-s.exits:
 			g.log.Info("exited", "exit", g.exit.String())
-			if g != s.current() || running || s.stateOf(g) == StateStopped {
-				continue // a restart or a stop is taking care of it
+			if g != s.current() || running {
+				continue // a restart, a drain or a rollback is taking care of it
 			}
 			if code, stop := s.activeDied(g); stop {
 				return code
@@ -108,29 +107,69 @@ func (s *Supervisor) loop(ctx context.Context, sigs chan os.Signal, first *gener
 	}
 }
 
-type restartOutcome struct {
-	result  RestartResult
-	waiters []chan<- RestartResult
-}
-
-// answer sends r to every waiter of the outcome.
-func (o restartOutcome) answer(r RestartResult) {
-	for _, w := range o.waiters {
-		if w != nil {
-			w <- r
+// firstFailed ends the first generation, which did not get ready, and
+// returns rpwrap's exit status: the server's own failing status, or 1.
+func (s *Supervisor) firstFailed(first *generation, err error) int {
+	first.log.Error("not ready", "err", err)
+	s.stop(first, time.Second, endOfUnready(first))
+	if first.exit.Status.Exited() || first.exit.Status.Signaled() {
+		if code := first.exit.Code(); code != 0 && !s.cfg.RestartOnFailure {
+			return code
 		}
 	}
+	return 1
 }
 
-// activeDied handles the end of the generation that was serving: it kills
-// what is left of its process group, and reports whether rpwrap must exit,
-// with which status. With --restart-on-failure it must not: the caller
-// starts respawnLoop, and the sockets keep queueing connections meanwhile.
+type restartOutcome struct {
+	result  RestartResult
+	drained <-chan struct{} // the predecessor retired; nil when nothing drains
+	waiters []restartRequest
+}
+
+// answer sends the outcome to each waiter: at once, or for those that
+// asked to wait, once the predecessor is drained.
+func (s *Supervisor) answer(o restartOutcome) {
+	var late []restartRequest
+	for _, w := range o.waiters {
+		switch {
+		case w.reply == nil:
+		case w.wait && o.drained != nil:
+			late = append(late, w)
+		default:
+			w.reply <- o.result
+		}
+	}
+	if len(late) == 0 {
+		return
+	}
+	s.goSafe(func() {
+		<-o.drained
+		s.mu.Lock()
+		r := o.result
+		if s.last != nil && s.last.Generation == r.Generation {
+			r = *s.last
+		}
+		for _, h := range s.history {
+			if h.Generation == r.Generation {
+				r = *h
+			}
+		}
+		s.mu.Unlock()
+		for _, w := range late {
+			w.reply <- r
+		}
+	})
+}
+
+// activeDied handles the end of the generation that was serving, and
+// reports whether rpwrap must exit, with which status. With
+// --restart-on-failure it must not: the caller starts respawnLoop, and the
+// sockets keep queueing connections meanwhile.
 func (s *Supervisor) activeDied(g *generation) (code int, exit bool) {
-	killGroup(g.pid)
+	s.killWorkers(g)
 	if !s.cfg.RestartOnFailure {
 		g.log.Error("server exited; rpwrap exits with its status", "exit", g.exit.String())
-		s.setState(g, StateStopped)
+		s.retire(g, StateCrashed)
 		return g.exit.Code(), true
 	}
 	return 0, false
@@ -138,7 +177,8 @@ func (s *Supervisor) activeDied(g *generation) (code int, exit bool) {
 
 // respawnLoop starts fresh generations on the sockets of g, the serving
 // generation that died, waiting longer before each attempt, until one is
-// ready (it becomes the active one) or ctx ends (rpwrap is stopping).
+// ready (it becomes the active one) or ctx ends (rpwrap is stopping). Every
+// generation that failed is retired, the sockets passing to the next.
 func (s *Supervisor) respawnLoop(ctx context.Context, g *generation, b *backoff) {
 	if time.Since(g.started) >= maxBackoff {
 		b.reset() // it served a good while: a new failure, not a crash loop
@@ -153,6 +193,7 @@ func (s *Supervisor) respawnLoop(ctx context.Context, g *generation, b *backoff)
 		case <-t.C:
 		case <-ctx.Done():
 			t.Stop()
+			s.retire(g, s.deadEnd(g)) // its sockets with it
 			return
 		}
 		ng, err := s.respawn(ctx, g)
@@ -169,52 +210,101 @@ func (s *Supervisor) respawnLoop(ctx context.Context, g *generation, b *backoff)
 	}
 }
 
-// respawn starts a new generation on the sockets of g, which died.
+// deadEnd is the final state of a generation whose process died on its
+// own: crashed if it had served, abandoned if it never got ready.
+func (s *Supervisor) deadEnd(g *generation) State {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if g.flipped.IsZero() {
+		return StateAbandoned
+	}
+	return StateCrashed
+}
+
+// respawn starts a new generation on the sockets of g, which died, and
+// retires g. The new generation is returned even when it failed, with its
+// process killed: it holds the sockets for the next attempt.
 func (s *Supervisor) respawn(ctx context.Context, g *generation) (*generation, error) {
 	s.mu.Lock()
-	ng := &generation{n: s.nextGen, state: StateStarting, listeners: g.listeners, slots: g.slots}
+	ng := newGeneration(s.nextGen)
 	s.nextGen++
-	s.gens = append(s.gens, ng)
-	s.removeLocked(g)
 	s.mu.Unlock()
-	g.listeners, g.slots = nil, nil
+	ng.listeners, ng.slots = g.listeners, g.slots
+	g.inherited = true
+	s.retire(g, s.deadEnd(g))
 	if err := s.spawn(ng); err != nil {
+		s.publishDead(ng)
 		return ng, explainFDLimit(err)
 	}
-	if err := s.waitReady(ctx, ng); err != nil {
-		killGroup(ng.pid)
+	s.publish(ng)
+	if _, err := s.waitReady(ctx, ng); err != nil {
+		s.killWorkers(ng)
 		<-ng.done
-		return ng, fmt.Errorf("%s: %w", ng, err)
+		return ng, err
+	}
+	if err := s.relisten(ng); err != nil {
+		return ng, err
+	}
+	if !s.setState(ng, StateReady) {
+		return ng, errNotReady
 	}
 	return ng, nil
 }
 
+// publishDead publishes a generation that could not even be started, so
+// that it holds its sockets until it is retired.
+func (s *Supervisor) publishDead(g *generation) {
+	g.done = make(chan struct{})
+	close(g.done)
+	s.publish(g)
+}
+
 // shutdown stops every generation and returns the exit status of the one
 // that receives new connections at that moment. A restart in progress ends
-// first (its context is cancelled): before the flip its successor is killed
-// and the predecessor is the active one; after the flip the predecessor is
-// drained as usual and the successor is the active one. Then every other
-// generation is stopped, and the active one last. Restarts still queued are
-// answered with an error.
-func (s *Supervisor) shutdown(sig os.Signal, running bool, restartDone chan restartOutcome, pending []chan<- RestartResult) int {
+// first (its context is cancelled): before the flip its successor is
+// abandoned and the predecessor is the active one; after the flip the
+// successor is the active one. Draining generations are told to stop now,
+// each with its own deadline; the active one gets the stop signal and up to
+// Config.StopTimeout. Restarts still queued are answered with an error.
+func (s *Supervisor) shutdown(sig os.Signal, running bool, restartDone chan restartOutcome, pending []restartRequest) int {
 	s.cfg.Log.Info("stopping", "signal", sig)
-	if s.cfg.Notifier != nil {
-		s.cfg.Notifier.Stopping()
+	s.notify("STOPPING=1", s.cfg.Notifier.Stopping)
+	for _, p := range pending {
+		if p.reply != nil {
+			p.reply <- RestartResult{Error: "rpwrap is stopping: restart not done"}
+		}
 	}
-	restartOutcome{waiters: pending}.answer(RestartResult{Error: "rpwrap is stopping: restart not done"})
 	if running {
 		out := <-restartDone // its context is cancelled: it ends early
-		out.answer(out.result)
+		s.answer(out)
 	}
 	active := s.current()
 	for _, g := range s.liveGenerations() {
 		if g != active {
-			s.stop(g, s.cfg.StopTimeout)
+			g.endDrain()
 		}
 	}
-	if active == nil {
-		return 1
+	code := 1
+	if active != nil {
+		s.stop(active, s.cfg.StopTimeout, StateStopped)
+		code = active.exit.Code()
 	}
-	s.stop(active, s.cfg.StopTimeout)
-	return active.exit.Code()
+	s.drains.Wait()
+	return code
+}
+
+// stop ends g: the stop signal, up to timeout for it to exit, then SIGKILL
+// to its whole process group; then it is retired with final state st.
+func (s *Supervisor) stop(g *generation, timeout time.Duration, st State) {
+	if g.proc != nil && !g.exited() {
+		s.stopSignal(g)
+		t := time.NewTimer(timeout)
+		select {
+		case <-g.done:
+		case <-t.C:
+			g.log.Warn("did not stop in time: sending SIGKILL to its process group", "timeout", timeout)
+		}
+		t.Stop()
+	}
+	s.retire(g, st)
 }

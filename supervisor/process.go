@@ -3,6 +3,7 @@
 package supervisor
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"runtime"
@@ -62,9 +63,65 @@ func rawFd(f *os.File) (uintptr, error) {
 	return fd, nil
 }
 
+// process is a child rpwrap started, leader of its own process group. It
+// holds a pidfd (pidfd_open(2)) opened before the child could be reaped,
+// so that a signal never reaches another process that reused the pid.
+type process struct {
+	pid   int
+	pidfd int // -1 where the kernel has no pidfd_open
+}
+
+// openProcess opens the pidfd of pid, a child that has not been reaped.
+func openProcess(pid int) *process {
+	fd, err := unix.PidfdOpen(pid, unix.PIDFD_NONBLOCK)
+	if err != nil {
+		fd = -1
+	}
+	return &process{pid: pid, pidfd: fd}
+}
+
+// signal sends sig to the process. A process that has exited (ESRCH) is no
+// error.
+func (p *process) signal(sig syscall.Signal) error {
+	if p == nil || p.pid <= 0 {
+		return nil
+	}
+	var err error
+	if p.pidfd >= 0 {
+		err = unix.PidfdSendSignal(p.pidfd, sig, nil, 0)
+	} else {
+		err = unix.Kill(p.pid, sig)
+	}
+	if err != nil && !errors.Is(err, unix.ESRCH) {
+		return fmt.Errorf("send %v to pid %d: %w", sig, p.pid, os.NewSyscallError("pidfd_send_signal", err))
+	}
+	return nil
+}
+
+// killGroup sends SIGKILL to every process in the process group the child
+// leads, so that workers a server forked do not keep its listening socket
+// alive. An empty group (ESRCH) is no error.
+func (p *process) killGroup() error {
+	if p == nil || p.pid <= 0 {
+		return nil // kill(0) would hit rpwrap's own group
+	}
+	if err := unix.Kill(-p.pid, unix.SIGKILL); err != nil && !errors.Is(err, unix.ESRCH) {
+		return fmt.Errorf("kill process group %d: %w", p.pid, os.NewSyscallError("kill", err))
+	}
+	return nil
+}
+
+// release closes the pidfd.
+func (p *process) release() {
+	if p != nil && p.pidfd >= 0 {
+		unix.Close(p.pidfd)
+		p.pidfd = -1
+	}
+}
+
 // signalProcess sends sig to pid, ignoring a process that is already gone.
-// A pid of 0 or less (a generation that never started) is ignored too:
-// kill(2) would read it as a process group, rpwrap's own among them.
+// A pid of 0 or less is ignored: kill(2) would read it as a process group,
+// rpwrap's own among them.
 func signalProcess(pid int, sig syscall.Signal) error {
 	if pid <= 0 {
 		return nil
@@ -75,11 +132,9 @@ func signalProcess(pid int, sig syscall.Signal) error {
 	return nil
 }
 
-// killGroup sends SIGKILL to every process in the group pgid, so that
-// workers a server forked do not keep its listening socket alive. A pgid of
-// 0 or less is ignored: kill(0) would hit rpwrap's own group.
+// killGroup sends SIGKILL to the process group pgid; see process.killGroup.
 func killGroup(pgid int) {
 	if pgid > 0 {
-		_ = unix.Kill(-pgid, unix.SIGKILL)
+		_ = unix.Kill(-pgid, unix.SIGKILL) // ESRCH: the group is empty already
 	}
 }

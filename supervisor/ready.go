@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -83,35 +84,58 @@ func ParseReady(s string) (Ready, error) {
 	return bad("unknown kind")
 }
 
-// probeTarget is where a probe to a listener on addr connects: the loopback
-// address of its family when it listens on a wildcard.
-func probeTarget(addr netip.AddrPort) netip.AddrPort {
+// probeTargets are the addresses a probe to a listener on addr may connect
+// to, best first: addr itself, or for a wildcard the loopback addresses of
+// its family (any of 127.0.0.0/8 reaches an IPv4 wildcard).
+func probeTargets(addr netip.AddrPort) []netip.AddrPort {
 	ip := addr.Addr()
-	if ip.IsUnspecified() {
-		if ip.Is4() {
-			ip = netip.AddrFrom4([4]byte{127, 0, 0, 1})
-		} else {
-			ip = netip.IPv6Loopback()
+	if !ip.IsUnspecified() {
+		return []netip.AddrPort{addr}
+	}
+	if ip.Is6() {
+		return []netip.AddrPort{netip.AddrPortFrom(netip.IPv6Loopback(), addr.Port())}
+	}
+	var out []netip.AddrPort
+	for last := byte(1); last <= 8; last++ {
+		out = append(out, netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, last}), addr.Port()))
+	}
+	return out
+}
+
+// probeTarget is the first of probeTargets on which no socket outside the
+// group listens with exactly that address: such a socket, more specific
+// than a wildcard, would receive the probe instead of the group.
+func probeTarget(addr netip.AddrPort, foreign []netip.AddrPort) netip.AddrPort {
+	targets := probeTargets(addr)
+	for _, t := range targets {
+		if !slices.Contains(foreign, t) {
+			return t
 		}
 	}
-	return netip.AddrPortFrom(ip, addr.Port())
+	return targets[0]
+}
+
+// sockaddrOf is ap as a sockaddr of the family a socket for ap has: IPv6
+// for IPv6 and IPv4-mapped addresses, IPv4 otherwise.
+func sockaddrOf(ap netip.AddrPort) (family int, sa unix.Sockaddr) {
+	if ap.Addr().Is6() {
+		return unix.AF_INET6, &unix.SockaddrInet6{Addr: ap.Addr().As16(), Port: int(ap.Port())}
+	}
+	return unix.AF_INET, &unix.SockaddrInet4{Addr: ap.Addr().As4(), Port: int(ap.Port())}
 }
 
 // probeSocket is an unconnected TCP socket bound to a source port that
 // rpwrap knows before the connection is made, so the selector can route the
 // probe to the successor's slot ahead of the flip.
 type probeSocket struct {
-	fd   int
-	port uint16
+	fd    int
+	local netip.AddrPort
 }
 
-// newProbeSocket binds a socket on target's address family to an ephemeral
-// port and returns it with that port.
+// newProbeSocket binds a socket of target's address family, on target's
+// address, to an ephemeral port.
 func newProbeSocket(target netip.AddrPort) (_ *probeSocket, err error) {
-	family, sa := unix.AF_INET, unix.Sockaddr(&unix.SockaddrInet4{Addr: target.Addr().As4()})
-	if target.Addr().Is6() {
-		family, sa = unix.AF_INET6, &unix.SockaddrInet6{Addr: target.Addr().As16()}
-	}
+	family, sa := sockaddrOf(netip.AddrPortFrom(target.Addr(), 0))
 	fd, err := unix.Socket(family, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, unix.IPPROTO_TCP)
 	if err != nil {
 		return nil, os.NewSyscallError("socket", err)
@@ -128,25 +152,30 @@ func newProbeSocket(target netip.AddrPort) (_ *probeSocket, err error) {
 	if err != nil {
 		return nil, os.NewSyscallError("getsockname", err)
 	}
-	var port int
+	p := &probeSocket{fd: fd}
 	switch a := local.(type) {
 	case *unix.SockaddrInet4:
-		port = a.Port
+		p.local = netip.AddrPortFrom(netip.AddrFrom4(a.Addr), uint16(a.Port))
 	case *unix.SockaddrInet6:
-		port = a.Port
+		p.local = netip.AddrPortFrom(netip.AddrFrom16(a.Addr), uint16(a.Port))
+	default:
+		return nil, fmt.Errorf("bind probe socket: unexpected address %T", local)
 	}
-	return &probeSocket{fd: fd, port: uint16(port)}, nil
+	return p, nil
 }
+
+// port is the probe's source port, by which the selector routes it.
+func (p *probeSocket) port() uint16 { return p.local.Port() }
 
 // connect connects the probe to target within timeout and returns it as a
 // net.Conn; the probe socket is consumed either way.
 func (p *probeSocket) connect(target netip.AddrPort, timeout time.Duration) (net.Conn, error) {
 	tv := unix.NsecToTimeval(timeout.Nanoseconds())
-	_ = unix.SetsockoptTimeval(p.fd, unix.SOL_SOCKET, unix.SO_SNDTIMEO, &tv)
-	var sa unix.Sockaddr = &unix.SockaddrInet4{Addr: target.Addr().As4(), Port: int(target.Port())}
-	if target.Addr().Is6() {
-		sa = &unix.SockaddrInet6{Addr: target.Addr().As16(), Port: int(target.Port())}
+	if err := unix.SetsockoptTimeval(p.fd, unix.SOL_SOCKET, unix.SO_SNDTIMEO, &tv); err != nil {
+		unix.Close(p.fd)
+		return nil, os.NewSyscallError("setsockopt SO_SNDTIMEO", err)
 	}
+	_, sa := sockaddrOf(target)
 	for {
 		err := unix.Connect(p.fd, sa)
 		if err == unix.EINTR {
@@ -154,7 +183,7 @@ func (p *probeSocket) connect(target netip.AddrPort, timeout time.Duration) (net
 		}
 		if err != nil {
 			unix.Close(p.fd)
-			return nil, fmt.Errorf("probe %s from port %d: %w", target, p.port, os.NewSyscallError("connect", err))
+			return nil, fmt.Errorf("probe %s from port %d: %w", target, p.port(), os.NewSyscallError("connect", err))
 		}
 		break
 	}

@@ -55,7 +55,7 @@ type spawnReq struct {
 }
 
 type spawnRes struct {
-	pid  int
+	proc *process
 	exit chan Exit
 	err  error
 }
@@ -140,20 +140,21 @@ func (r *reaper) startLocked(fn func() (int, error)) spawnRes {
 	}
 	ch := make(chan Exit, 1)
 	r.waiting[pid] = ch
-	return spawnRes{pid: pid, exit: ch}
+	return spawnRes{proc: openProcess(pid), exit: ch} // not reaped before the lock is released
 }
 
-// start forks a child with fn on the spawner thread and returns its pid and
-// a channel that receives its exit exactly once.
-func (r *reaper) start(fn func() (int, error)) (int, <-chan Exit, error) {
+// start forks a child with fn on the spawner thread and returns it and a
+// channel that receives its exit exactly once. The caller releases the
+// process once it has received the exit.
+func (r *reaper) start(fn func() (int, error)) (*process, <-chan Exit, error) {
 	reply := make(chan spawnRes, 1)
 	select {
 	case r.spawn <- spawnReq{fn: fn, reply: reply}:
 	case <-r.done:
-		return 0, nil, errors.New("start process: supervisor is closed")
+		return nil, nil, errors.New("start process: supervisor is closed")
 	}
 	res := <-reply
-	return res.pid, res.exit, res.err
+	return res.proc, res.exit, res.err
 }
 
 // close stops reaping. Children still running are not waited for.

@@ -3,9 +3,11 @@
 package supervisor
 
 import (
+	"fmt"
 	"io"
 	"net"
 	"os"
+	"sync"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -27,7 +29,7 @@ func (s *Supervisor) rescue(g *generation) int {
 		if l.Spec().Network != "tcp" {
 			continue
 		}
-		target := probeTarget(s.groups[i].spec.Addr)
+		target := probeTarget(s.groups[i].spec.Addr, s.foreignAddrs(i))
 		for {
 			q, _, err := fdpass.QueueDepth(l)
 			if err != nil || q == 0 {
@@ -38,7 +40,7 @@ func (s *Supervisor) rescue(g *generation) int {
 				g.log.Warn("rescue queued connection", "err", err)
 				break
 			}
-			go relay(c, target)
+			s.relays.start(s, c, target)
 			n++
 		}
 	}
@@ -79,10 +81,62 @@ func acceptNow(l *fdpass.Listener) (net.Conn, error) {
 	return net.FileConn(f)
 }
 
+// relays tracks the connections rpwrap relays, so that none outlives Run.
+type relays struct {
+	mu    sync.Mutex
+	conns map[net.Conn]bool
+	wg    sync.WaitGroup
+	done  bool
+}
+
+// start relays c to target on a goroutine of its own.
+func (r *relays) start(s *Supervisor, c net.Conn, target fmt.Stringer) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.done {
+		c.Close()
+		return
+	}
+	if r.conns == nil {
+		r.conns = map[net.Conn]bool{}
+	}
+	r.conns[c] = true
+	r.wg.Add(1)
+	s.goSafe(func() {
+		defer r.wg.Done()
+		relay(c, target, r)
+	})
+}
+
+func (r *relays) track(c net.Conn, on bool) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if on && r.done {
+		return false
+	}
+	if on {
+		r.conns[c] = true
+	} else {
+		delete(r.conns, c)
+	}
+	return true
+}
+
+// closeAll ends every relay and waits for their goroutines.
+func (r *relays) closeAll() {
+	r.mu.Lock()
+	r.done = true
+	for c := range r.conns {
+		c.Close()
+	}
+	r.mu.Unlock()
+	r.wg.Wait()
+}
+
 // relay copies between c and a new connection to target until both
 // directions are done.
-func relay(c net.Conn, target interface{ String() string }) {
-	defer c.Close()
+func relay(c net.Conn, target fmt.Stringer, r *relays) {
+	defer func() { c.Close(); r.track(c, false) }()
 	var d net.Dialer
 	d.SetMultipathTCP(false)
 	d.Timeout = 5 * time.Second
@@ -90,7 +144,11 @@ func relay(c net.Conn, target interface{ String() string }) {
 	if err != nil {
 		return
 	}
-	defer up.Close()
+	if !r.track(up, true) {
+		up.Close()
+		return
+	}
+	defer func() { up.Close(); r.track(up, false) }()
 	done := make(chan struct{})
 	go func() {
 		io.Copy(up, c)

@@ -3,246 +3,272 @@
 package supervisor
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
-	"os"
-	"strconv"
-	"strings"
 	"time"
 
-	"github.com/rpwrap/rpwrap/bpf"
-	"github.com/rpwrap/rpwrap/fdpass"
+	"github.com/rpwrap/rpwrap/internal/procfs"
 )
 
 // RestartResult is what one restart did and how long each step took.
 type RestartResult struct {
-	Generation int           `json:"generation"`             // the successor's number
-	Pid        int           `json:"pid"`                    // the successor's pid
-	Error      string        `json:"error,omitempty"`        // why it was rolled back; "" on success
-	Ready      time.Duration `json:"ready_ns"`               // successor start to ready
-	ToFlip     time.Duration `json:"to_flip_ns"`             // trigger to flip
-	Overhead   time.Duration `json:"overhead_ns"`            // ToFlip minus Ready: rpwrap's own share
-	Flip       time.Duration `json:"flip_ns"`                // the map updates themselves
-	Drain      time.Duration `json:"drain_ns"`               // flip to predecessor stopped
-	Migrated   bool          `json:"queue_handed,omitempty"` // the predecessor hung and its queue was handed over
+	Generation  int           `json:"generation"`             // the successor's number
+	Pid         int           `json:"pid"`                    // the successor's pid
+	Predecessor int           `json:"predecessor,omitempty"`  // the generation it replaced
+	At          time.Time     `json:"at"`                     // when the restart began
+	Error       string        `json:"error,omitempty"`        // why it was rolled back; "" on success
+	Ready       time.Duration `json:"ready_ns"`               // successor start to ready
+	ToFlip      time.Duration `json:"to_flip_ns"`             // trigger to flip
+	Overhead    time.Duration `json:"overhead_ns"`            // ToFlip minus Ready: rpwrap's own share
+	Flip        time.Duration `json:"flip_ns"`                // the map updates themselves
+	Drained     bool          `json:"drained,omitempty"`      // the predecessor has been drained and retired
+	Drain       time.Duration `json:"drain_ns"`               // flip to predecessor retired, once Drained
+	Migrated    bool          `json:"queue_handed,omitempty"` // the predecessor's queued connections were handed over
 }
 
 // restart replaces the active generation by a new one: DESIGN.md "The data
-// path of one restart", steps 2 to 7. It never returns with two generations
-// active: either the successor is active and the predecessor stopped, or the
-// successor is gone and the predecessor serves as before.
-func (s *Supervisor) restart(ctx context.Context) RestartResult {
+// path of one restart", steps 2 to 6. It returns at the flip, with the
+// predecessor draining in the background (drained is closed once it is
+// retired), or, on failure, with the successor retired and the
+// predecessor serving as before (drained is nil).
+func (s *Supervisor) restart(ctx context.Context) (res RestartResult, drained <-chan struct{}) {
 	t0 := time.Now()
-	if s.cfg.Notifier != nil {
-		s.cfg.Notifier.Reloading()
-	}
+	s.notify("reloading", s.cfg.Notifier.Reloading)
 	defer s.notifyReady()
 
 	old := s.current()
 	s.mu.Lock()
-	g := &generation{n: s.nextGen, state: StateStarting}
+	g := newGeneration(s.nextGen)
 	s.nextGen++
 	s.mu.Unlock()
-	res := RestartResult{Generation: g.n}
-
-	fail := func(err error) RestartResult {
-		s.mu.Lock()
-		s.rolledBack++
-		s.mu.Unlock()
+	res = RestartResult{Generation: g.n, At: t0}
+	fail := func(err error) (RestartResult, <-chan struct{}) {
 		err = explainFDLimit(err)
 		res.Error = err.Error()
+		s.record(&res, false)
 		s.cfg.Log.Error("restart rolled back; the serving generation keeps serving", "generation", g.n, "err", err)
-		return res
+		return res, nil
 	}
-	if old == nil || old.exited() && !s.cfg.RestartOnFailure {
+	if old == nil || old.exited() {
 		return fail(errors.New("no generation is serving"))
 	}
+	res.Predecessor = old.n
+	s.capDraining()
 	if err := s.newListeners(g); err != nil {
 		return fail(err)
 	}
-	s.mu.Lock()
-	s.gens = append(s.gens, g)
-	s.mu.Unlock()
 	if err := s.spawn(g); err != nil {
-		s.abandon(g)
+		if rerr := s.releaseListeners(g); rerr != nil {
+			err = fmt.Errorf("%w; %v", err, rerr)
+		}
 		return fail(err)
 	}
+	s.publish(g)
 	res.Pid = g.pid
 	g.log.Info("started successor", "predecessor", old.n)
 
-	if err := s.waitReady(ctx, g); err != nil {
-		s.abandon(g)
+	readyAt, err := s.waitReady(ctx, g)
+	if err != nil {
+		s.retire(g, endOfUnready(g))
 		return fail(fmt.Errorf("%s: %w", g, err))
 	}
-	res.Ready = g.readyAt.Sub(g.started)
-
-	// The flip: one map update per group.
+	res.Ready = readyAt.Sub(g.started)
 	tf := time.Now()
-	for i, grp := range s.groups {
-		if err := grp.sel.Activate(g.slots[i]); err != nil {
-			for j := 0; j < i; j++ { // put the groups already flipped back
-				s.groups[j].sel.Activate(old.slots[j])
-			}
-			s.abandon(g)
-			return fail(fmt.Errorf("flip %s to %s: %w", grp.spec, g, err))
-		}
+	if err := s.flip(old, g); err != nil {
+		s.retire(g, StateAbandoned)
+		return fail(err)
 	}
 	res.Flip = time.Since(tf)
 	res.ToFlip = time.Since(t0)
 	res.Overhead = res.ToFlip - res.Ready
-	s.activate(g)
 	g.log.Info("flipped: new connections go to the successor", "ready_after", res.Ready.Round(time.Millisecond), "flip", res.Flip)
+	rec := s.record(&res, true)
+	s.startDrain(old, tf, rec)
+	return res, old.retired
+}
 
-	res.Migrated = s.drain(old)
-	res.Drain = time.Since(tf)
+// endOfUnready is the final state of a successor that did not get ready.
+func endOfUnready(g *generation) State {
+	if g.exited() {
+		return StateCrashed
+	}
+	return StateAbandoned
+}
+
+// flip points every group's selector at g and makes g the active
+// generation. When a group refuses, the groups already flipped are put
+// back to old and old stays active.
+func (s *Supervisor) flip(old, g *generation) error {
+	if !s.setState(g, StateReady) {
+		return fmt.Errorf("flip to %s: not in a state to be flipped to", g)
+	}
+	for i, grp := range s.groups {
+		err := grp.sel.Activate(g.slots[i])
+		if err == nil {
+			continue
+		}
+		for j := 0; j < i; j++ {
+			if berr := s.groups[j].sel.Activate(old.slots[j]); berr != nil {
+				// Nothing is left to try: say which group now serves whom.
+				s.cfg.Log.Error("cannot put the selector back after a failed flip: this address now sends new connections to the successor, which is being stopped",
+					"address", s.groups[j].spec, "err", berr)
+			}
+		}
+		return fmt.Errorf("flip %s to %s: %w", grp.spec, g, err)
+	}
+	s.activate(g)
+	return nil
+}
+
+// startDrain drains old in the background from the flip at tf, recording
+// the outcome in rec.
+func (s *Supervisor) startDrain(old *generation, tf time.Time, rec *RestartResult) {
+	deadline := tf.Add(s.cfg.DrainTimeout)
 	s.mu.Lock()
-	s.restarts++
-	s.last = &res
+	old.deadline = deadline
 	s.mu.Unlock()
-	return res
+	s.drains.Add(1)
+	s.goSafe(func() {
+		defer s.drains.Done()
+		handed := s.drain(old, deadline)
+		s.mu.Lock()
+		rec.Drained, rec.Drain, rec.Migrated = true, time.Since(tf), handed
+		s.mu.Unlock()
+	})
 }
 
-// abandon stops a successor that is not going to serve and frees its
-// sockets; the selector was never pointed at them.
-func (s *Supervisor) abandon(g *generation) {
-	if g.pid != 0 {
-		if !g.exited() {
-			killGroup(g.pid)
-			<-g.done
-		}
-		killGroup(g.pid)
-		if g.notify != nil {
-			g.notify.Close()
-		}
-	}
-	s.releaseListeners(g)
-	s.setState(g, StateStopped)
-}
-
-// drain retires the predecessor after the flip: it lets the predecessor
-// empty its accept queues, hands them to the successor if it hangs, sends
-// the stop signal, waits up to the drain timeout, kills what is left, and
-// closes rpwrap's copies of its sockets. It reports whether the queue had
-// to be handed over.
-func (s *Supervisor) drain(old *generation) (handed bool) {
-	if s.cfg.ShutdownAtFlip {
-		s.shutdownListeners(old)
-	} else if !s.waitQueuesEmpty(old) {
-		handed = true
-		if s.Flavour() == bpf.EBPF {
-			old.log.Warn("predecessor is not accepting: handing its queued connections to the successor", "stall", s.cfg.DrainStall)
-			s.shutdownListeners(old)
-		} else {
-			old.log.Warn("predecessor is not accepting: relaying its queued connections to the successor", "stall", s.cfg.DrainStall)
-			s.rescue(old)
-		}
-	}
-	s.stop(old, s.cfg.DrainTimeout)
-	if s.Flavour() == bpf.CBPF {
-		s.rescue(old) // what completed its handshake meanwhile; closing would reset it
-	}
-	s.releaseListeners(old)
-	return handed
-}
-
-// shutdownListeners takes g's sockets out of their groups with shutdown(2);
-// with the eBPF selector the kernel migrates their queues to the active
-// socket at once.
-func (s *Supervisor) shutdownListeners(g *generation) {
-	for _, l := range g.listeners {
-		if l.Spec().Network == "tcp" {
-			l.Shutdown()
-		}
-	}
-}
-
-// waitQueuesEmpty waits until the accept queues of g's TCP sockets are
-// empty. It returns false when a queue stays non-empty without shrinking for
-// DrainStall (the predecessor hangs), and true once they are empty or g has
-// exited (its queue is then migrated or reset on close).
-func (s *Supervisor) waitQueuesEmpty(g *generation) bool {
-	const poll = 2 * time.Millisecond // the kernel gives no event for an emptied accept queue
-	var last uint32
-	lastChange := time.Now()
-	for {
-		var total uint32
-		for _, l := range g.listeners {
-			if l.Spec().Network != "tcp" {
-				continue
-			}
-			if q, _, err := fdpass.QueueDepth(l); err == nil {
-				total += q
+// capDraining ends the drain of the oldest draining generations when one
+// more would exceed Config.MaxDraining.
+func (s *Supervisor) capDraining() {
+	s.mu.Lock()
+	var draining []*generation
+	for _, g := range s.gens {
+		if g.state == StateDraining {
+			select {
+			case <-g.stopNow: // being stopped already
+			default:
+				draining = append(draining, g)
 			}
 		}
-		if total == 0 {
-			return true
-		}
-		if g.exited() {
-			return true
-		}
-		if total != last {
-			last, lastChange = total, time.Now()
-		} else if time.Since(lastChange) >= s.cfg.DrainStall {
-			return false
-		}
-		time.Sleep(poll)
+	}
+	s.mu.Unlock()
+	for i := 0; i <= len(draining)-s.cfg.MaxDraining; i++ {
+		g := draining[i] // oldest first
+		g.log.Warn("stopping it before its drain deadline: --max-draining generations are draining already", "max_draining", s.cfg.MaxDraining)
+		g.endDrain()
 	}
 }
+
+// record keeps res as the last restart and in the history, counts it, and
+// returns the kept copy, which the drain completes later.
+func (s *Supervisor) record(res *RestartResult, ok bool) *RestartResult {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if ok {
+		s.restarts++
+	} else {
+		s.rolledBack++
+	}
+	kept := *res
+	s.last = &kept
+	s.history = append(s.history, &kept)
+	if len(s.history) > historySize {
+		s.history = s.history[len(s.history)-historySize:]
+	}
+	return &kept
+}
+
+// historySize is how many restarts Status reports.
+const historySize = 10
 
 // waitReady waits until g passes the readiness check, exits, or the ready
-// timeout passes. A generation that is ready but serves on a socket of its
-// own instead of the one rpwrap passed fails here too (see guard).
-func (s *Supervisor) waitReady(ctx context.Context, g *generation) error {
-	ctx, cancel := context.WithTimeout(ctx, s.cfg.ReadyTimeout)
+// timeout passes, and returns when it was ready. A generation that serves
+// on a socket of its own instead of the one rpwrap passed fails here too,
+// as soon as that is seen (see guard).
+func (s *Supervisor) waitReady(ctx context.Context, g *generation) (time.Time, error) {
+	ctx, cancel := context.WithTimeoutCause(ctx, s.cfg.ReadyTimeout, errReadyTimeout)
 	defer cancel()
 	checked := make(chan error, 1)
-	go func() { checked <- s.check(ctx, g) }()
-	select {
-	case err := <-checked:
-		if err == nil {
-			g.readyAt = time.Now() // what follows is rpwrap's own time
-			if err := s.guard(g); err != nil {
-				return err // ready, but not on the sockets rpwrap gave it
+	s.checks.Add(1)
+	s.goSafe(func() { defer s.checks.Done(); checked <- s.check(ctx, g) })
+	guardTick := time.NewTicker(100 * time.Millisecond)
+	defer guardTick.Stop()
+	for {
+		select {
+		case err := <-checked:
+			if err != nil {
+				return time.Time{}, s.notReady(ctx, g, err)
+			}
+			readyAt := time.Now() // what follows is rpwrap's own time
+			if err := s.guard(ctx, g, true); err != nil {
+				return time.Time{}, err // ready, but not on the sockets rpwrap gave it
+			}
+			if err := s.relisten(g); err != nil {
+				return time.Time{}, err
 			}
 			if !alive(g) {
-				return fmt.Errorf("exited after it was ready, before the flip")
+				return time.Time{}, fmt.Errorf("exited after it was ready, before the flip")
 			}
-			return nil
+			return readyAt, nil
+		case <-guardTick.C:
+			if err := s.foreignSocket(g); err != nil {
+				cancel()
+				<-checked
+				return time.Time{}, err // it will never be ready on rpwrap's socket: say so now
+			}
+		case <-g.done:
+			cancel()
+			if err := <-checked; err == nil {
+				return time.Time{}, fmt.Errorf("exited after it was ready, before the flip (%s)", g.exit)
+			}
+			return time.Time{}, s.exitedUnready(g)
 		}
-		switch {
-		case g.exited():
-			return fmt.Errorf("exited before it was ready (%s)", g.exit)
-		case errors.Is(context.Cause(ctx), context.Canceled):
-			return errors.New("abandoned: rpwrap is stopping")
-		}
-		if gerr := s.guard(g); gerr != nil {
-			return gerr // not ready because it serves on a socket of its own: say so
-		}
-		if ctx.Err() == context.DeadlineExceeded {
-			return fmt.Errorf("not ready within %s (--ready-timeout; readiness check %s): %w", s.cfg.ReadyTimeout, s.cfg.Ready, err)
-		}
-		return err
-	case <-g.done:
-		cancel()
-		if err := <-checked; err == nil {
-			return fmt.Errorf("exited after it was ready, before the flip (%s)", g.exit)
-		}
-		return fmt.Errorf("exited before it was ready (%s)", g.exit)
 	}
+}
+
+var errReadyTimeout = errors.New("ready timeout")
+
+// notReady explains why the readiness check of g failed with err.
+func (s *Supervisor) notReady(ctx context.Context, g *generation, err error) error {
+	switch {
+	case g.exited():
+		return s.exitedUnready(g)
+	case errors.Is(context.Cause(ctx), context.Canceled):
+		return errors.New("abandoned: rpwrap is stopping")
+	}
+	if gerr := s.foreignSocket(g); gerr != nil {
+		return gerr // not ready because it serves on a socket of its own: say so
+	}
+	if errors.Is(context.Cause(ctx), errReadyTimeout) {
+		return fmt.Errorf("not ready within %s (--ready-timeout; readiness check %s): %w", s.cfg.ReadyTimeout, s.cfg.Ready, err)
+	}
+	return err
+}
+
+// exitedUnready describes a generation that exited before it was ready.
+func (s *Supervisor) exitedUnready(g *generation) error {
+	err := fmt.Errorf("exited before it was ready (%s)", g.exit)
+	if s.cfg.Route != "bind" && g.exit.Status.Exited() && g.exit.Status.ExitStatus() != 0 {
+		// The most common cause: it tried to bind the port rpwrap holds.
+		return fmt.Errorf("%w; if its log says \"Address already in use\", it binds the port itself: run it with --pass bind (or give it the socket rpwrap passes, fd 3)", err)
+	}
+	return err
 }
 
 // alive reports whether g's main process still runs: not reaped, and not a
 // zombie waiting to be (its exit is on its way to the reaper).
 func alive(g *generation) bool {
-	if g.exited() {
-		return false
+	return !g.exited() && procfs.Alive(g.pid)
+}
+
+// relisten gives g's TCP sockets the configured backlog again: a server
+// that called listen(2) on its socket with a backlog of its own changed it.
+func (s *Supervisor) relisten(g *generation) error {
+	for _, l := range g.listeners {
+		if err := l.Relisten(s.cfg.Backlog); err != nil {
+			return fmt.Errorf("%s: %w", g, err)
+		}
 	}
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(g.pid) + "/stat")
-	if err != nil {
-		return false
-	}
-	f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
-	return len(f) > 0 && f[0] != "Z" && f[0] != "X"
+	return nil
 }

@@ -19,38 +19,61 @@ type Status struct {
 	Restarts    int                `json:"restarts"`
 	RolledBack  int                `json:"rolled_back"`
 	Respawns    int                `json:"respawns"` // generations started because the serving one died (--restart-on-failure)
-	Last        *RestartResult     `json:"last_restart,omitempty"`
+	MaxDraining int                `json:"max_draining"`
+	Last        *RestartResult     `json:"last_restart,omitempty"` // the last restart, rolled back or not
+	History     []RestartResult    `json:"history,omitempty"`      // recent restarts, oldest first
 }
 
 // GenerationStatus describes one live generation.
 type GenerationStatus struct {
-	Generation int       `json:"generation"`
-	Pid        int       `json:"pid"`
-	State      State     `json:"state"`
-	Started    time.Time `json:"started"`
-	Queued     []uint32  `json:"queued"` // accept-queue depth per listener, in --listen order
+	Generation int        `json:"generation"`
+	Pid        int        `json:"pid"`
+	State      State      `json:"state"`
+	Started    time.Time  `json:"started"`
+	Flipped    *time.Time `json:"flipped,omitempty"`  // when it became the active one
+	Deadline   *time.Time `json:"deadline,omitempty"` // draining: when it is killed
+	Queued     []uint32   `json:"queued"`             // accept-queue depth per listener, in --listen order
 }
 
-// Status reports the supervisor's generations and counters.
+// Status reports the supervisor's generations and counters, from one
+// snapshot: the state is read under the lock, the queues after it from
+// sockets that stay valid (a closed socket reads as 0).
 func (s *Supervisor) Status() Status {
 	s.mu.Lock()
-	st := Status{Selector: string(s.Flavour()), Restarts: s.restarts, RolledBack: s.rolledBack, Respawns: s.respawns, Last: s.last}
+	st := Status{Selector: string(s.Flavour()), Restarts: s.restarts, RolledBack: s.rolledBack,
+		Respawns: s.respawns, MaxDraining: s.cfg.MaxDraining}
+	if s.last != nil {
+		last := *s.last
+		st.Last = &last
+	}
+	for _, h := range s.history {
+		st.History = append(st.History, *h)
+	}
 	gens := append([]*generation(nil), s.gens...)
-	states := make([]State, len(gens))
-	for i, g := range gens {
-		states[i] = g.state
+	for _, g := range gens {
+		gs := GenerationStatus{Generation: g.n, Pid: g.pid, State: g.state, Started: g.started}
+		if !g.flipped.IsZero() {
+			t := g.flipped
+			gs.Flipped = &t
+		}
+		if g.state == StateDraining && !g.deadline.IsZero() {
+			t := g.deadline
+			gs.Deadline = &t
+		}
+		st.Generations = append(st.Generations, gs)
 	}
 	s.mu.Unlock()
 	for _, grp := range s.groups {
 		st.Listeners = append(st.Listeners, grp.spec.String())
 	}
 	for i, g := range gens {
-		gs := GenerationStatus{Generation: g.n, Pid: g.pid, State: states[i], Started: g.started}
 		for _, l := range g.listeners {
-			q, _, _ := fdpass.QueueDepth(l)
-			gs.Queued = append(gs.Queued, q)
+			q := uint32(0)
+			if l.Spec().Network == "tcp" {
+				q, _, _ = fdpass.QueueDepth(l) // closed meanwhile: 0
+			}
+			st.Generations[i].Queued = append(st.Generations[i].Queued, q)
 		}
-		st.Generations = append(st.Generations, gs)
 	}
 	return st
 }
@@ -63,11 +86,28 @@ func (st Status) Write(w io.Writer) {
 	}
 	fmt.Fprintf(w, "restarts:  %d done, %d rolled back, %d respawned after a crash\n", st.Restarts, st.RolledBack, st.Respawns)
 	if r := st.Last; r != nil {
-		fmt.Fprintf(w, "last:      generation %d ready in %s, flipped %s after the trigger (rpwrap's share %s), drained in %s\n",
-			r.Generation, r.Ready.Round(time.Millisecond), r.ToFlip.Round(time.Millisecond), r.Overhead.Round(10*time.Microsecond), r.Drain.Round(time.Millisecond))
+		fmt.Fprintf(w, "last:      %s\n", r.summary())
 	}
-	fmt.Fprintf(w, "%-4s %-8s %-9s %-20s %s\n", "GEN", "PID", "STATE", "STARTED", "QUEUED")
+	fmt.Fprintf(w, "%-4s %-8s %-9s %-25s %-25s %s\n", "GEN", "PID", "STATE", "STARTED", "DEADLINE", "QUEUED")
 	for _, g := range st.Generations {
-		fmt.Fprintf(w, "%-4d %-8d %-9s %-20s %v\n", g.Generation, g.Pid, g.State, g.Started.Format(time.DateTime), g.Queued)
+		deadline := "-"
+		if g.Deadline != nil {
+			deadline = g.Deadline.Format(time.RFC3339)
+		}
+		fmt.Fprintf(w, "%-4d %-8d %-9s %-25s %-25s %v\n", g.Generation, g.Pid, g.State, g.Started.Format(time.RFC3339), deadline, g.Queued)
 	}
+}
+
+// summary describes one restart on a line.
+func (r *RestartResult) summary() string {
+	at := r.At.Format(time.RFC3339)
+	if r.Error != "" {
+		return fmt.Sprintf("%s generation %d rolled back: %s", at, r.Generation, r.Error)
+	}
+	s := fmt.Sprintf("%s generation %d ready in %s, flipped %s after the trigger (rpwrap's share %s)",
+		at, r.Generation, r.Ready.Round(time.Millisecond), r.ToFlip.Round(time.Millisecond), r.Overhead.Round(10*time.Microsecond))
+	if r.Drained {
+		return s + fmt.Sprintf(", generation %d drained in %s", r.Predecessor, r.Drain.Round(time.Millisecond))
+	}
+	return s + fmt.Sprintf(", generation %d draining", r.Predecessor)
 }

@@ -8,7 +8,9 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"sync"
+	"time"
 
 	"github.com/rpwrap/rpwrap/bpf"
 	"github.com/rpwrap/rpwrap/fdpass"
@@ -16,16 +18,27 @@ import (
 
 // Supervisor runs one server, generation after generation, on sockets it
 // owns.
+//
+// Ownership: the event loop (loop) decides what runs: it starts restarts,
+// respawns and the shutdown, one at a time. A restart runs on a goroutine
+// of its own and every draining generation on another; the state they
+// share (the live generations, their states, the counters) is guarded by
+// mu, and a generation is published in gens only once it is complete (see
+// generation). Status is built from one snapshot taken under mu.
 type Supervisor struct {
 	cfg     Config
-	groups  []*group
+	groups  []*group // fixed by New
 	reaper  *reaper
 	control *controlServer
 
 	exits    chan *generation // a generation's main process ended
-	triggers chan chan<- RestartResult
+	triggers chan restartRequest
 	quit     chan struct{} // closed when Run returns
 	ready    chan struct{} // closed when the first generation is serving
+
+	drains sync.WaitGroup // draining generations
+	checks sync.WaitGroup // readiness checks
+	relays relays         // connections rpwrap relays (cBPF)
 
 	mu         sync.Mutex
 	gens       []*generation // live generations, oldest first
@@ -35,6 +48,16 @@ type Supervisor struct {
 	rolledBack int
 	respawns   int
 	last       *RestartResult
+	history    []*RestartResult
+	stopping   bool
+}
+
+// restartRequest is one restart trigger: reply gets the result, at the
+// flip or, with wait, once the predecessor is drained. reply is nil for a
+// trigger nobody waits for (SIGHUP).
+type restartRequest struct {
+	reply chan<- RestartResult
+	wait  bool
 }
 
 // New checks cfg, opens the first generation's sockets (or takes the ones
@@ -53,7 +76,7 @@ func New(cfg Config) (_ *Supervisor, err error) {
 	s := &Supervisor{
 		cfg:      cfg,
 		exits:    make(chan *generation),
-		triggers: make(chan chan<- RestartResult),
+		triggers: make(chan restartRequest),
 		quit:     make(chan struct{}),
 		ready:    make(chan struct{}),
 		nextGen:  1,
@@ -65,7 +88,8 @@ func New(cfg Config) (_ *Supervisor, err error) {
 			return nil, explainFDLimit(err)
 		}
 	}
-	first := &generation{n: 1, state: StateStarting}
+	removeStaleNotifySockets(cfg.RuntimeDir)
+	first := newGeneration(1)
 	defer func() {
 		if err != nil {
 			s.closeGroups(first)
@@ -97,6 +121,7 @@ func New(cfg Config) (_ *Supervisor, err error) {
 		first.slots = append(first.slots, sel.Active())
 	}
 	s.gens = []*generation{first}
+	s.warnForeign()
 	return s, nil
 }
 
@@ -131,9 +156,10 @@ func (s *Supervisor) Listeners() []fdpass.Spec {
 // serves: it forwards signals, restarts on SIGHUP and on control requests,
 // and returns the exit status rpwrap should exit with (see ExitStatus in
 // the package documentation) once the server has stopped. Run may be called
-// once; it releases every socket, selector and the control socket before it
-// returns.
-func (s *Supervisor) Run(ctx context.Context) int {
+// once; it releases every process, socket, selector, relay and the control
+// socket before it returns. A panic inside rpwrap is logged with its stack,
+// kills every generation's process group, and Run returns 70 (EX_SOFTWARE).
+func (s *Supervisor) Run(ctx context.Context) (code int) {
 	var err error
 	if s.reaper, err = newReaper(); err != nil {
 		s.cfg.Log.Error("cannot supervise children", "err", err)
@@ -144,41 +170,100 @@ func (s *Supervisor) Run(ctx context.Context) int {
 	signal.Notify(sigs, forwardedSignals()...)
 	defer signal.Stop(sigs)
 	defer s.reaper.close()
+	if s.control != nil {
+		defer s.control.wait() // after quit: restarts still asked are answered
+	}
 	defer close(s.quit)
 	if s.control != nil {
-		go s.control.serve()
+		s.control.start()
 		defer s.control.close()
 	}
 	defer s.release()
+	defer s.recoverPanic(&code)
 
 	first := s.gens[0]
+	s.mu.Lock()
 	s.nextGen = 2
+	s.gens = nil // published again once spawned
+	s.mu.Unlock()
 	if err := s.spawn(first); err != nil {
 		s.cfg.Log.Error("cannot start the server", "err", explainFDLimit(err))
+		s.releaseListeners(first)
 		return exitCodeFor(err)
 	}
+	s.publish(first)
 	first.log.Info("started", "command", s.cfg.Argv)
 	return s.loop(ctx, sigs, first)
 }
 
-// release closes every socket and selector rpwrap still holds.
+// publish makes g, complete, visible to Status and the other goroutines.
+func (s *Supervisor) publish(g *generation) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.gens = append(s.gens, g)
+}
+
+// release retires every generation still alive, ends every relay, and
+// frees the selectors. Nothing rpwrap started outlives it.
 func (s *Supervisor) release() {
 	s.mu.Lock()
-	gens := s.gens
-	s.gens = nil
+	s.stopping = true
 	s.mu.Unlock()
-	for _, g := range gens {
-		if g.pid != 0 && !g.exited() {
-			killGroup(g.pid)
-			<-g.done
-		}
-		for _, l := range g.listeners {
-			l.Close()
-		}
+	for _, g := range s.liveGenerations() {
+		g.endDrain()
+		s.retire(g, finalOnRelease(s.stateOf(g)))
 	}
+	s.drains.Wait()
+	s.checks.Wait()
+	s.relays.closeAll()
 	for _, grp := range s.groups {
-		grp.sel.Close()
+		if err := grp.sel.Close(); err != nil {
+			s.cfg.Log.Warn("free selector", "address", grp.spec, "err", err)
+		}
 	}
+}
+
+// finalOnRelease is the final state of a generation that is still alive
+// when rpwrap exits.
+func finalOnRelease(st State) State {
+	if st == StateStarting || st == StateReady {
+		return StateAbandoned
+	}
+	return StateStopped
+}
+
+// recoverPanic turns a panic on Run's goroutine into exit status 70; see
+// goSafe for the other goroutines.
+func (s *Supervisor) recoverPanic(code *int) {
+	if r := recover(); r != nil {
+		s.cfg.Log.Error("rpwrap bug: panic; stopping every server", "panic", r, "stack", string(debug.Stack()))
+		*code = exitPanic
+	}
+}
+
+// exitPanic is Run's status after a panic inside rpwrap (EX_SOFTWARE).
+const exitPanic = 70
+
+// goSafe runs fn on a goroutine of its own. A panic there is a bug in
+// rpwrap: it is logged with its stack, every generation's process group is
+// killed so that no server outlives rpwrap, and the process exits with
+// status 70.
+func (s *Supervisor) goSafe(fn func()) {
+	go func() {
+		defer func() {
+			if r := recover(); r != nil {
+				s.cfg.Log.Error("rpwrap bug: panic; stopping every server", "panic", r, "stack", string(debug.Stack()))
+				s.mu.Lock()
+				gens := append([]*generation(nil), s.gens...)
+				s.mu.Unlock()
+				for _, g := range gens {
+					g.proc.killGroup()
+				}
+				os.Exit(exitPanic)
+			}
+		}()
+		fn()
+	}()
 }
 
 // Ready returns a channel that is closed once the first generation is
@@ -199,12 +284,25 @@ func (s *Supervisor) Active() (generation, pid int) {
 }
 
 // Restart asks the running supervisor for a restart and waits for its
-// result. A request during a restart is queued; all requests queued during
-// one restart are served by the single restart that follows it.
+// result, which comes at the flip: the predecessor then drains in the
+// background (RestartAndDrain waits for that too). A request during a
+// restart is queued; all requests queued during one restart are served by
+// the single restart that follows it. The error is the result's Error, or
+// why no restart ran (rpwrap stopping, ctx done).
 func (s *Supervisor) Restart(ctx context.Context) (RestartResult, error) {
+	return s.request(ctx, false)
+}
+
+// RestartAndDrain is Restart that returns once the predecessor has also
+// been drained and retired, with Drained, Drain and Migrated set.
+func (s *Supervisor) RestartAndDrain(ctx context.Context) (RestartResult, error) {
+	return s.request(ctx, true)
+}
+
+func (s *Supervisor) request(ctx context.Context, wait bool) (RestartResult, error) {
 	reply := make(chan RestartResult, 1)
 	select {
-	case s.triggers <- reply:
+	case s.triggers <- restartRequest{reply: reply, wait: wait}:
 	case <-s.quit:
 		return RestartResult{}, errors.New("restart: rpwrap is stopping")
 	case <-ctx.Done():
@@ -223,18 +321,18 @@ func (s *Supervisor) Restart(ctx context.Context) (RestartResult, error) {
 	}
 }
 
-// signalTarget is the pid forwarded signals go to: the active generation's,
-// or, before the first one is ready, the first generation's.
-func (s *Supervisor) signalTarget() int {
+// signalTarget is the process forwarded signals go to: the active
+// generation's, or, before the first one is ready, the first generation's.
+func (s *Supervisor) signalTarget() *process {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.active != nil {
-		return s.active.pid
+		return s.active.proc
 	}
 	if len(s.gens) > 0 {
-		return s.gens[0].pid
+		return s.gens[0].proc
 	}
-	return 0
+	return nil
 }
 
 func (s *Supervisor) current() *generation {
@@ -243,23 +341,17 @@ func (s *Supervisor) current() *generation {
 	return s.active
 }
 
+// activate makes g, ready, the active generation; the one it replaces is
+// draining from now on.
 func (s *Supervisor) activate(g *generation) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.active != nil && s.active != g && s.active.state == StateActive {
-		s.active.state = StateDraining
+	if a := s.active; a != nil && a != g && a.state == StateActive {
+		s.setStateLocked(a, StateDraining)
 	}
+	s.setStateLocked(g, StateActive)
+	g.flipped = time.Now()
 	s.active = g
-	g.state = StateActive
-}
-
-func (s *Supervisor) setState(g *generation, st State) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	g.state = st
-	if st == StateStopped {
-		s.removeLocked(g)
-	}
 }
 
 func (s *Supervisor) stateOf(g *generation) State {
@@ -268,28 +360,32 @@ func (s *Supervisor) stateOf(g *generation) State {
 	return g.state
 }
 
-func (s *Supervisor) removeLocked(g *generation) {
-	for i, x := range s.gens {
-		if x == g {
-			s.gens = append(s.gens[:i:i], s.gens[i+1:]...)
-			return
-		}
-	}
-}
-
 func (s *Supervisor) liveGenerations() []*generation {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return append([]*generation(nil), s.gens...)
 }
 
-func (s *Supervisor) notifyReady() {
-	if s.cfg.Notifier == nil {
+// notify sends one message to rpwrap's service manager, and logs a
+// failure: systemd then believes a state that is not rpwrap's.
+func (s *Supervisor) notify(what string, send func() error) {
+	if !s.cfg.Notifier.Enabled() {
 		return
 	}
-	s.cfg.Notifier.Ready()
+	if err := send(); err != nil {
+		s.cfg.Log.Warn("cannot tell the service manager", "message", what, "err", err)
+	}
+}
+
+func (s *Supervisor) notifyReady() {
+	s.notify("READY=1", s.cfg.Notifier.Ready)
 	if a := s.current(); a != nil {
-		s.cfg.Notifier.Status("serving: generation %d (pid %d), %d restarts, %d rolled back", a.n, a.pid, s.restarts, s.rolledBack)
+		s.mu.Lock()
+		restarts, rolledBack := s.restarts, s.rolledBack
+		s.mu.Unlock()
+		s.notify("STATUS", func() error {
+			return s.cfg.Notifier.Status("serving: generation %d (pid %d), %d restarts, %d rolled back", a.n, a.pid, restarts, rolledBack)
+		})
 	}
 }
 

@@ -140,7 +140,7 @@ func (d *demo) run(flavour bpf.Flavour, verbose bool) int {
 			_, pid := s.Active()
 			hang(pid)
 		}
-		r, err := s.Restart(ctx)
+		r, err := s.RestartAndDrain(ctx)
 		results = append(results, r)
 		status := "ok"
 		if err != nil {

@@ -125,7 +125,9 @@ func (w *wrapper) call(cmd string) supervisor.Response {
 	w.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	resp, err := supervisor.Call(ctx, w.control, supervisor.Request{Command: cmd})
+	// A restart answers at the flip; the tests that look at the
+	// predecessor afterwards want it drained, as "ctl restart --wait".
+	resp, err := supervisor.Call(ctx, w.control, supervisor.Request{Command: cmd, Wait: cmd == "restart"})
 	if err != nil {
 		w.t.Fatalf("ctl %s: %v; output:\n%s", cmd, err, w.out.String())
 	}

@@ -40,9 +40,11 @@ const (
 	holderPoll = 50 * time.Millisecond // how often /proc is read to see who still holds a socket
 )
 
-// drain retires old, replaced at flipped. It reports whether its queued
-// connections had to be handed over.
-func (s *Supervisor) drain(old *generation, deadline time.Time) (handed bool) {
+// drain retires old, replaced at tf, and records in rec, before old is
+// retired, how long it took and whether its queued connections had to be
+// handed over.
+func (s *Supervisor) drain(old *generation, tf, deadline time.Time, rec *RestartResult) {
+	handed := false
 	if s.cfg.ShutdownAtFlip {
 		s.shutdownListeners(old)
 	}
@@ -57,8 +59,10 @@ func (s *Supervisor) drain(old *generation, deadline time.Time) (handed bool) {
 	if s.Flavour() == bpf.CBPF {
 		s.relayLingering(old)
 	}
+	s.mu.Lock()
+	rec.Drained, rec.Drain, rec.Migrated = true, time.Since(tf), handed
+	s.mu.Unlock()
 	s.retire(old, StateStopped)
-	return handed
 }
 
 // pause waits d, and reports false when the drain was told to end first.

@@ -119,9 +119,9 @@ func (s *Supervisor) spawn(g *generation) (err error) {
 	}
 	var bindConn *os.File // our end of the pair the shim sends its seccomp listener over
 	if s.cfg.Route == fdpass.Bind {
-		ours, theirs, err := socketPair()
-		if err != nil {
-			return fmt.Errorf("start generation %d: %w", g.n, err)
+		ours, theirs, perr := socketPair()
+		if perr != nil {
+			return fmt.Errorf("start generation %d: %w", g.n, perr)
 		}
 		defer theirs.Close() // only the shim may hold it once it runs
 		defer func() {
@@ -134,9 +134,9 @@ func (s *Supervisor) spawn(g *generation) (err error) {
 	}
 	env := append(append([]string(nil), s.cfg.Env...), "RPWRAP_GENERATION="+strconv.Itoa(g.n))
 	if s.cfg.Ready.Kind == ReadyNotify {
-		ns, err := systemd.ListenNotify(s.cfg.RuntimeDir)
-		if err != nil {
-			return fmt.Errorf("create notify socket for generation %d: %w", g.n, err)
+		ns, nerr := systemd.ListenNotify(s.cfg.RuntimeDir)
+		if nerr != nil {
+			return fmt.Errorf("create notify socket for generation %d: %w", g.n, nerr)
 		}
 		defer func() {
 			if err != nil {

@@ -56,6 +56,7 @@ func (s *Supervisor) loop(ctx context.Context, sigs chan os.Signal, first *gener
 			if err != nil {
 				return s.firstFailed(first, err)
 			}
+			s.setState(first, StateReady)
 			s.activate(first)
 			close(s.ready)
 			first.log.Info("ready", "after", time.Since(first.started).Round(time.Millisecond), "selector", s.Flavour())

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"sync"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -67,8 +68,11 @@ func rawFd(f *os.File) (uintptr, error) {
 // holds a pidfd (pidfd_open(2)) opened before the child could be reaped,
 // so that a signal never reaches another process that reused the pid.
 type process struct {
-	pid   int
-	pidfd int // -1 where the kernel has no pidfd_open
+	pid int
+
+	mu       sync.Mutex
+	pidfd    int  // -1 where the kernel has no pidfd_open
+	released bool // reaped and released: its pid may belong to another process
 }
 
 // openProcess opens the pidfd of pid, a child that has not been reaped.
@@ -84,6 +88,11 @@ func openProcess(pid int) *process {
 // error.
 func (p *process) signal(sig syscall.Signal) error {
 	if p == nil || p.pid <= 0 {
+		return nil
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.released {
 		return nil
 	}
 	var err error
@@ -113,7 +122,13 @@ func (p *process) killGroup() error {
 
 // release closes the pidfd.
 func (p *process) release() {
-	if p != nil && p.pidfd >= 0 {
+	if p == nil {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.released = true
+	if p.pidfd >= 0 {
 		unix.Close(p.pidfd)
 		p.pidfd = -1
 	}

@@ -131,10 +131,7 @@ func (s *Supervisor) startDrain(old *generation, tf time.Time, rec *RestartResul
 	s.drains.Add(1)
 	s.goSafe(func() {
 		defer s.drains.Done()
-		handed := s.drain(old, deadline)
-		s.mu.Lock()
-		rec.Drained, rec.Drain, rec.Migrated = true, time.Since(tf), handed
-		s.mu.Unlock()
+		s.drain(old, tf, deadline, rec)
 	})
 }
 

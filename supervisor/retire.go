@@ -45,10 +45,7 @@ func (s *Supervisor) retire(g *generation, st State) {
 	if !s.setStateLocked(g, st) {
 		g.state = st // refused and logged; the generation must still end
 	}
-	s.removeLocked(g)
-	if s.active == g {
-		s.active = nil
-	}
+	s.removeLocked(g) // s.active may still name it: its exit status is rpwrap's until a successor serves
 	s.mu.Unlock()
 
 	if g.proc != nil {
@@ -74,7 +71,7 @@ func (s *Supervisor) retire(g *generation, st State) {
 	}
 	close(g.retired)
 	if g.log != nil {
-		g.log.Info("retired", "state", st, "exit", g.exitString())
+		g.log.Info(string(st), "exit", g.exitString())
 	}
 }
 

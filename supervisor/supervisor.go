@@ -326,13 +326,13 @@ func (s *Supervisor) request(ctx context.Context, wait bool) (RestartResult, err
 func (s *Supervisor) signalTarget() *process {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.active != nil {
+	switch {
+	case s.active != nil && !s.active.state.final():
 		return s.active.proc
-	}
-	if len(s.gens) > 0 {
+	case s.active == nil && len(s.gens) > 0:
 		return s.gens[0].proc
 	}
-	return nil
+	return nil // the serving generation died: nobody to forward to
 }
 
 func (s *Supervisor) current() *generation {

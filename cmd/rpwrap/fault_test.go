@@ -165,11 +165,11 @@ func TestSIGTERMBeforeTheFlipStopsSuccessorThenPredecessor(t *testing.T) {
 	requireAllGone(t, pred, succ)
 }
 
-// SIGTERM after the flip, while the predecessor drains: the drain runs to
-// its end (the predecessor ignores SIGTERM, so --drain-timeout kills it),
-// then the successor is stopped, and rpwrap exits with the successor's
-// status (0), not the predecessor's (137).
-func TestSIGTERMDuringTheDrainStopsPredecessorThenSuccessor(t *testing.T) {
+// SIGTERM after the flip, while the predecessor drains: both are stopped
+// at once, each with its own stop signal and deadline (the predecessor
+// ignores SIGTERM, so its --drain-timeout kills it), and rpwrap exits with
+// the successor's status (0), not the predecessor's (137).
+func TestSIGTERMDuringTheDrainStopsBothGenerations(t *testing.T) {
 	exe := testBinary(t)
 	w := startWrapperCommand(t, []string{"--listen", "127.0.0.1:0", "--ready", "notify", "--selector", "ebpf",
 		"--drain-timeout", "1500ms", "--", "/bin/sh", "-c", onlyGeneration(1, "-ignore-term"), exe})
@@ -193,7 +193,7 @@ func TestSIGTERMDuringTheDrainStopsPredecessorThenSuccessor(t *testing.T) {
 	if r := <-resp; !r.OK {
 		t.Errorf("the restart that had flipped was answered %+v, want ok", r)
 	}
-	w.requireOrder([]string{"msg=stopped", "generation=1"}, []string{"msg=stopping", "generation=2"})
+	w.requireOrder([]string{"msg=stopping", "generation=2"}, []string{"msg=stopped", "generation=1"})
 	requireAllGone(t, pred)
 }
 

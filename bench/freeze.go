@@ -10,6 +10,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/rpwrap/rpwrap/internal/procfs"
 	"golang.org/x/sys/unix"
 )
 
@@ -41,7 +42,7 @@ func freezeIdle(pids []int, port uint16, timeout time.Duration) bool {
 
 func allStopped(pids []int) bool {
 	for _, pid := range pids {
-		if p, ok := readProc(pid); ok && p.State != "T" && p.State != "t" && p.State != "Z" {
+		if st, err := procfs.ReadStat(pid); err == nil && st.State != 'T' && st.State != 't' && st.State != 'Z' {
 			return false
 		}
 	}

@@ -3,7 +3,6 @@
 package main
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"os"
@@ -11,6 +10,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/rpwrap/rpwrap/internal/procfs"
 )
 
 // usage is what /proc says about one process at one instant.
@@ -39,15 +40,11 @@ func readUsage(pid int) (usage, error) {
 			u.RSSKiB, _ = strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
 		}
 	}
-	f, err := statFields(pid)
+	st, err := procfs.ReadStat(pid)
 	if err != nil {
-		return u, err
+		return u, fmt.Errorf("read state of pid %d: %w", pid, err)
 	}
-	if len(f) > 12 {
-		ut, _ := strconv.ParseInt(f[11], 10, 64) // field 14, utime
-		st, _ := strconv.ParseInt(f[12], 10, 64) // field 15, stime
-		u.CPU = time.Duration(ut+st) * time.Second / clockTick
-	}
+	u.CPU = time.Duration(st.UTime+st.STime) * time.Second / clockTick
 	ents, err := os.ReadDir(dir + "/fd")
 	if err != nil {
 		return u, fmt.Errorf("list fds of pid %d: %w", pid, err)
@@ -61,16 +58,6 @@ func readUsage(pid int) (usage, error) {
 	return u, nil
 }
 
-// statFields are the fields of /proc/PID/stat after the command name:
-// [0] is the state (field 3).
-func statFields(pid int) ([]string, error) {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return nil, fmt.Errorf("read state of pid %d: %w", pid, err)
-	}
-	return strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:])), nil
-}
-
 // hang makes the demo server pid hang (SIGUSR2: it stops accepting,
 // answers what it had accepted, and stops itself) and returns once its
 // state is T (stopped). It fails after timeout or when pid is gone.
@@ -79,11 +66,11 @@ func hang(pid int, timeout time.Duration) error {
 		return fmt.Errorf("send SIGUSR2 to demo server pid %d: %w", pid, err)
 	}
 	for deadline := time.Now().Add(timeout); time.Now().Before(deadline); {
-		f, err := statFields(pid)
+		st, err := procfs.ReadStat(pid)
 		if err != nil {
-			return err
+			return fmt.Errorf("read state of pid %d: %w", pid, err)
 		}
-		if len(f) > 0 && f[0] == "T" {
+		if st.State == 'T' {
 			return nil
 		}
 		time.Sleep(2 * time.Millisecond) // no event tells that a process stopped itself

@@ -13,6 +13,7 @@ import (
 	"time"
 	"unsafe"
 
+	"github.com/rpwrap/rpwrap/internal/procfs"
 	"golang.org/x/sys/unix"
 )
 
@@ -69,16 +70,8 @@ type proc struct {
 // descendants lists the processes below the bench (not the bench).
 func descendants() []proc {
 	all := map[int][]proc{}
-	ents, _ := os.ReadDir("/proc")
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		p, ok := readProc(pid)
-		if ok {
-			all[p.PPid] = append(all[p.PPid], p)
-		}
+	for pid, st := range procfs.All() {
+		all[st.PPid] = append(all[st.PPid], proc{Pid: pid, PPid: st.PPid, Comm: st.Comm, State: string(st.State)})
 	}
 	var out []proc
 	queue := []int{os.Getpid()}
@@ -90,24 +83,6 @@ func descendants() []proc {
 		queue = queue[1:]
 	}
 	return out
-}
-
-func readProc(pid int) (proc, bool) {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return proc{}, false
-	}
-	s := string(b)
-	open, end := strings.IndexByte(s, '('), strings.LastIndexByte(s, ')')
-	if open < 0 || end < open {
-		return proc{}, false
-	}
-	f := strings.Fields(s[end+1:])
-	if len(f) < 2 {
-		return proc{}, false
-	}
-	ppid, _ := strconv.Atoi(f[1])
-	return proc{Pid: pid, PPid: ppid, Comm: s[open+1 : end], State: f[0]}, true
 }
 
 // serverProcs are the live (not zombie) descendants named comm.
@@ -153,7 +128,7 @@ func subtree(pid int, ps []proc) []int {
 // alive tells whether any of pids is a live process (not a zombie).
 func alive(pids []int) bool {
 	for _, pid := range pids {
-		if p, ok := readProc(pid); ok && p.State != "Z" {
+		if procfs.Alive(pid) {
 			return true
 		}
 	}

@@ -8,11 +8,11 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
 
+	"github.com/rpwrap/rpwrap/internal/procfs"
 	"golang.org/x/sys/unix"
 )
 
@@ -217,17 +217,5 @@ func findSocketOwner(inodes map[uint64]bool) int {
 }
 
 func holdsSocket(pid int, inodes map[uint64]bool) bool {
-	dir := filepath.Join("/proc", strconv.Itoa(pid), "fd")
-	fds, _ := os.ReadDir(dir)
-	for _, fd := range fds {
-		target, err := os.Readlink(filepath.Join(dir, fd.Name()))
-		if err != nil || !strings.HasPrefix(target, "socket:[") {
-			continue
-		}
-		ino, err := strconv.ParseUint(strings.TrimSuffix(target[len("socket:["):], "]"), 10, 64)
-		if err == nil && inodes[ino] {
-			return true
-		}
-	}
-	return false
+	return procfs.HoldsAny([]int{pid}, inodes)
 }

@@ -2,12 +2,7 @@
 
 package systemd
 
-import (
-	"bytes"
-	"fmt"
-	"os"
-	"strconv"
-)
+import "github.com/rpwrap/rpwrap/internal/procfs"
 
 // maxAncestry bounds the walk up the process tree; a server's notifying
 // process is rarely more than a few forks below it.
@@ -32,21 +27,6 @@ func ancestry(pid int) []int {
 
 // parentPID reads the parent pid of pid from /proc/PID/stat.
 func parentPID(pid int) (int, error) {
-	stat, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return 0, err
-	}
-	return statPPID(stat)
-}
-
-// statPPID returns the fourth field of a /proc/PID/stat line. The second
-// field, the command name in parentheses, may itself hold spaces and
-// parentheses, so the parse starts after the last ')'.
-func statPPID(stat []byte) (int, error) {
-	rest := stat[bytes.LastIndexByte(stat, ')')+1:]
-	f := bytes.Fields(rest)
-	if len(f) < 2 {
-		return 0, fmt.Errorf("parse /proc/PID/stat %q: no parent pid after the command name", stat)
-	}
-	return strconv.Atoi(string(f[1]))
+	st, err := procfs.ReadStat(pid)
+	return st.PPid, err
 }

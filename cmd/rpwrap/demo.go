@@ -3,15 +3,12 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
-	"strconv"
-	"strings"
 	"syscall"
 	"text/tabwriter"
 	"time"
@@ -19,6 +16,7 @@ import (
 	"github.com/rpwrap/rpwrap/bpf"
 	"github.com/rpwrap/rpwrap/fdpass"
 	"github.com/rpwrap/rpwrap/internal/loadgen"
+	"github.com/rpwrap/rpwrap/internal/procfs"
 	"github.com/rpwrap/rpwrap/supervisor"
 )
 
@@ -184,11 +182,8 @@ func (d *demo) report(res loadgen.Result, rs []supervisor.RestartResult) {
 func hang(pid int) {
 	syscall.Kill(pid, syscall.SIGUSR2)
 	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); {
-		b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-		if err != nil {
-			return
-		}
-		if f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:])); len(f) > 0 && f[0] == "T" {
+		st, err := procfs.ReadStat(pid)
+		if err != nil || st.State == 'T' {
 			return
 		}
 		time.Sleep(5 * time.Millisecond) // no event tells that a process stopped itself

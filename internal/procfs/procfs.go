@@ -10,15 +10,19 @@ import (
 	"bytes"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 )
 
 // Stat is what rpwrap reads of /proc/PID/stat.
 type Stat struct {
-	State byte // R, S, D, Z, X, T, ...
+	Comm  string // the command name, without its parentheses
+	State byte   // R, S, D, Z, X, T, ...
 	PPid  int
 	PGrp  int
+	UTime uint64 // user CPU time, in clock ticks (sysconf(_SC_CLK_TCK))
+	STime uint64 // system CPU time, in clock ticks
 }
 
 // ReadStat parses /proc/PID/stat. It fails when the process is gone.
@@ -33,20 +37,27 @@ func ReadStat(pid int) (Stat, error) {
 // parseStat reads the fields after the command name, which may itself
 // hold spaces and parentheses: the last ')' ends it.
 func parseStat(b []byte) (Stat, error) {
-	i := bytes.LastIndexByte(b, ')')
-	if i < 0 {
+	open, i := bytes.IndexByte(b, '('), bytes.LastIndexByte(b, ')')
+	if open < 0 || i < open {
 		return Stat{}, errMalformed
 	}
 	f := strings.Fields(string(b[i+1:]))
-	if len(f) < 3 || len(f[0]) != 1 {
+	if len(f) < 2 || len(f[0]) != 1 {
 		return Stat{}, errMalformed
 	}
-	ppid, err1 := strconv.Atoi(f[1])
-	pgrp, err2 := strconv.Atoi(f[2])
-	if err1 != nil || err2 != nil {
+	ppid, err := strconv.Atoi(f[1])
+	if err != nil {
 		return Stat{}, errMalformed
 	}
-	return Stat{State: f[0][0], PPid: ppid, PGrp: pgrp}, nil
+	st := Stat{Comm: string(b[open+1 : i]), State: f[0][0], PPid: ppid}
+	if len(f) > 2 {
+		st.PGrp, _ = strconv.Atoi(f[2])
+	}
+	if len(f) > 12 { // fields 14 and 15
+		st.UTime, _ = strconv.ParseUint(f[11], 10, 64)
+		st.STime, _ = strconv.ParseUint(f[12], 10, 64)
+	}
+	return st, nil
 }
 
 type malformed struct{}
@@ -61,16 +72,39 @@ func Alive(pid int) bool {
 	return err == nil && st.State != 'Z' && st.State != 'X'
 }
 
-// Tree lists pid and all its live descendants, pid first.
-func Tree(pid int) []int {
-	children := map[int][]int{}
+// All reads the stat of every process, by pid.
+func All() map[int]Stat {
+	all := map[int]Stat{}
 	ents, _ := os.ReadDir("/proc")
 	for _, e := range ents {
 		p, err := strconv.Atoi(e.Name())
 		if err != nil {
 			continue
 		}
-		if st, err := ReadStat(p); err == nil && st.PPid > 0 {
+		if st, err := ReadStat(p); err == nil {
+			all[p] = st
+		}
+	}
+	return all
+}
+
+// Children lists the pids whose parent is ppid, in ascending order.
+func Children(ppid int) []int {
+	var kids []int
+	for p, st := range All() {
+		if st.PPid == ppid {
+			kids = append(kids, p)
+		}
+	}
+	slices.Sort(kids)
+	return kids
+}
+
+// Tree lists pid and all its descendants, pid first.
+func Tree(pid int) []int {
+	children := map[int][]int{}
+	for p, st := range All() {
+		if st.PPid > 0 {
 			children[st.PPid] = append(children[st.PPid], p)
 		}
 	}

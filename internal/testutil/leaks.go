@@ -7,13 +7,13 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"sort"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/cilium/ebpf"
+	"github.com/rpwrap/rpwrap/internal/procfs"
 )
 
 // Snapshot is what a process holds that a test could leak: its open file
@@ -75,28 +75,7 @@ func (base Snapshot) NewBPFIDs(cur Snapshot) (progs []ebpf.ProgramID, maps []ebp
 }
 
 // Children lists the pids whose parent is ppid, zombies included.
-func Children(ppid int) []int {
-	var kids []int
-	ents, _ := os.ReadDir("/proc")
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		stat, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
-		if err != nil {
-			continue
-		}
-		// pid (comm) state ppid ...; comm may hold spaces and parentheses.
-		rest := string(stat[strings.LastIndexByte(string(stat), ')')+1:])
-		f := strings.Fields(rest)
-		if len(f) > 1 && f[1] == strconv.Itoa(ppid) {
-			kids = append(kids, pid)
-		}
-	}
-	sort.Ints(kids)
-	return kids
-}
+func Children(ppid int) []int { return procfs.Children(ppid) }
 
 // Leaked describes what cur holds that base did not, or returns nil: file
 // descriptors (a BPF program or map this process keeps alive is one, and so

@@ -26,6 +26,7 @@ type managed struct {
 	Managed
 	family, typ, proto int
 	ino                uint64
+	v6only             bool // IPV6_V6ONLY of an AF_INET6 socket
 	claimed            bool // its one bind of this generation happened; only Serve's goroutine touches it
 }
 
@@ -40,6 +41,8 @@ type Interceptor struct {
 	managed  []*managed
 	logf     func(msg string, args ...any)
 	injected atomic.Int64
+
+	optionsWarned bool // the options that pidfd_getfd's refusal left uncopied were reported; Serve's goroutine only
 }
 
 // New returns an Interceptor that serves the notify fd from Receive. Each
@@ -80,8 +83,12 @@ func newManaged(m Managed) (*managed, error) {
 		return nil, errors.New("no socket file")
 	}
 	err := withFd(m.File, func(fd int) (err error) {
-		mm.ino, err = inode(fd)
-		return err
+		if mm.ino, err = inode(fd); err != nil || mm.family != unix.AF_INET6 {
+			return err
+		}
+		v, err := unix.GetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_V6ONLY)
+		mm.v6only = v != 0
+		return wrapSyscall("getsockopt IPV6_V6ONLY", err)
 	})
 	return mm, err
 }

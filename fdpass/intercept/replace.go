@@ -76,6 +76,7 @@ func (i *Interceptor) claim(nfd int, n *seccompNotif, t *target, x match) answer
 // it at the server's fd number.
 func (i *Interceptor) inject(nfd int, n *seccompNotif, t *target, x match) answer {
 	tid, tfd, m := int(n.Pid), int(int32(n.Data.Args[0])), x.m
+	nonblock, cloexec, dupErr := t.nonblock, t.cloexec, t.dupErr // t is closed before onReply runs
 	var copied []string
 	err := withFd(m.File, func(mfd int) error {
 		if err := unix.SetNonblock(mfd, t.nonblock); err != nil {
@@ -97,7 +98,7 @@ func (i *Interceptor) inject(nfd int, n *seccompNotif, t *target, x match) answe
 	return answer{send: true, claim: m, onReply: func() {
 		i.injected.Add(1)
 		args := []any{"bind", m.Addr.String(), "tid", tid, "fd", tfd,
-			"nonblock", t.nonblock, "cloexec", t.cloexec, "copied_options", strings.Join(copied, ",")}
+			"nonblock", nonblock, "cloexec", cloexec, "copied_options", strings.Join(copied, ",")}
 		if x.mapped {
 			args = append(args, "ipv4_mapped", fmt.Sprintf("the server bound [::ffff:%s]:%d on an IPv6 socket and got rpwrap's IPv4 socket", m.Addr.Addr(), m.Addr.Port()))
 		}
@@ -105,15 +106,15 @@ func (i *Interceptor) inject(nfd int, n *seccompNotif, t *target, x match) answe
 			args = append(args, "note", x.note)
 		}
 		i.logf("bind interception: server got rpwrap's socket", args...)
-		if t.dup < 0 {
-			i.warnOptionsOnce(t, m)
+		if dupErr != nil {
+			i.warnOptionsOnce(m, dupErr)
 		}
 	}}
 }
 
 // warnOptionsOnce reports, once per generation, that the server's socket
 // options could not be copied because pidfd_getfd was refused.
-func (i *Interceptor) warnOptionsOnce(t *target, m *managed) {
+func (i *Interceptor) warnOptionsOnce(m *managed, dupErr error) {
 	if i.optionsWarned {
 		return
 	}
@@ -122,7 +123,7 @@ func (i *Interceptor) warnOptionsOnce(t *target, m *managed) {
 		"pidfd_getfd was refused (a container's seccomp profile, such as Docker's default, allows it only with CAP_SYS_PTRACE); "+
 		"O_NONBLOCK and FD_CLOEXEC were copied, and the server serves on rpwrap's socket",
 		"bind", m.Addr.String(), "not_copied", strings.Join(optionNames(m.typ), ","),
-		"fix", "docker run --cap-add SYS_PTRACE (or CAP_SYS_PTRACE for rpwrap)", "err", t.dupErr)
+		"fix", "docker run --cap-add SYS_PTRACE (or CAP_SYS_PTRACE for rpwrap)", "err", dupErr)
 }
 
 func errnoOr(err error, def unix.Errno) unix.Errno {

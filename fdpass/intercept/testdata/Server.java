@@ -1,11 +1,13 @@
 // A Java server for the bind interception tests, run as a single-file
-// source program: java Server.java MODE HOST PORT
+// source program (java Server.java MODE HOST PORT) or compiled.
 //
 // MODE is "http" (com.sun.net.httpserver.HttpServer, NIO) or "socket"
-// (java.net.ServerSocket, one thread per connection); HOST "*" binds the
-// wildcard the JVM's way. Every request is answered "200 ok". Once
-// listening it prints "listening LOCAL" (the address the JVM reads back with
-// getsockname); on stdin EOF or a "stop" line it prints "served N" and exits.
+// (java.net.ServerSocket, a pool of 8 threads); HOST "*" binds the wildcard
+// the JVM's way. Every request is answered "200 ok". Once listening it
+// prints "listening LOCAL" (the address the JVM reads back with
+// getsockname). A "stop" line on stdin or SIGTERM stops it gracefully: no
+// new connection is accepted, every accepted one is answered, then it
+// prints "served N" and exits.
 import com.sun.net.httpserver.HttpServer;
 import java.io.*;
 import java.net.*;
@@ -34,7 +36,7 @@ public class Server {
             s.setExecutor(pool);
             s.start();
             System.out.println("listening " + s.getAddress());
-            stop = () -> s.stop(0);
+            stop = () -> s.stop(1);
         } else {
             ServerSocket ss = new ServerSocket();
             ss.bind(addr);
@@ -42,15 +44,32 @@ public class Server {
             Thread t = new Thread(() -> acceptLoop(ss, pool));
             t.setDaemon(true);
             t.start();
-            stop = () -> { try { ss.close(); } catch (IOException e) { } };
+            stop = () -> { // the accept loop hands its last connection to the pool before the pool stops
+                try {
+                    ss.close();
+                    t.join(10_000);
+                } catch (IOException | InterruptedException e) {
+                }
+            };
         }
+        Runnable graceful = stop;
+        Runtime.getRuntime().addShutdownHook(new Thread(() -> {
+            graceful.run();
+            pool.shutdown();
+            try {
+                pool.awaitTermination(10, TimeUnit.SECONDS);
+            } catch (InterruptedException e) {
+            }
+            System.out.println("served " + served.get());
+            System.out.flush();
+        }));
         BufferedReader in = new BufferedReader(new InputStreamReader(System.in));
-        for (String l; (l = in.readLine()) != null && !l.equals("stop"); ) { }
-        stop.run();
-        pool.shutdown();
-        pool.awaitTermination(10, TimeUnit.SECONDS);
-        System.out.println("served " + served.get());
-        System.exit(0);
+        for (String l; (l = in.readLine()) != null; ) {
+            if (l.equals("stop")) {
+                System.exit(0);
+            }
+        }
+        new CountDownLatch(1).await(); // stdin closed: serve until SIGTERM
     }
 
     static void acceptLoop(ServerSocket ss, ExecutorService pool) {

@@ -62,6 +62,8 @@ func mismatch(m *managed, sa sockaddr, t *target, bound netip.AddrPort) string {
 	switch {
 	case dualStackWildcard(sa, t) && m.Addr.Addr() == netip.IPv4Unspecified():
 		return fmt.Sprintf("a dual-stack %s socket (IPv4 and IPv6 on one socket, the default of the JVM and of Node) is not rpwrap's IPv4-only %s", bound, m.Addr)
+	case bound.Addr().IsUnspecified() && m.Addr.Addr().IsUnspecified():
+		return fmt.Sprintf("the server binds the wildcard %s of one family (IPV6_V6ONLY for IPv6), rpwrap manages the wildcard %s of the other", bound, m.Addr)
 	case bound.Addr().IsUnspecified():
 		return fmt.Sprintf("the server binds the wildcard %s, rpwrap manages the one address %s", bound, m.Addr)
 	case m.Addr.Addr().IsUnspecified():

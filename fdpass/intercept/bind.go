@@ -74,40 +74,17 @@ func (i *Interceptor) decide(nfd int, n *seccompNotif) answer {
 		return answerContinue // bad pointer or length: the kernel answers EFAULT or EINVAL itself
 	}
 	sa, err := parseSockaddr(raw)
-	if err != nil {
+	if err != nil || !i.portManaged(sa.addr.Port()) {
 		return answerContinue
 	}
-	cands := i.lookup(sa)
-	if len(cands) == 0 {
-		i.logNearMiss(n.Pid, sa)
-		return answerContinue
-	}
-	return i.replace(nfd, n, sa, cands)
+	return i.bindManagedPort(nfd, n, sa)
 }
 
-// lookup returns the managed sockets whose family and address:port are
-// exactly those of sa.
-func (i *Interceptor) lookup(sa sockaddr) []*managed {
-	var out []*managed
+func (i *Interceptor) portManaged(port uint16) bool {
 	for _, m := range i.managed {
-		if m.family == sa.family && m.Addr.Addr().WithZone("") == sa.addr.Addr() && m.Addr.Port() == sa.addr.Port() {
-			out = append(out, m)
+		if m.Addr.Port() == port {
+			return true
 		}
 	}
-	return out
-}
-
-// logNearMiss reports a bind on a managed port whose address overlaps a
-// managed one without being it, such as 0.0.0.0:P against 127.0.0.1:P.
-func (i *Interceptor) logNearMiss(tid uint32, sa sockaddr) {
-	for _, m := range i.managed {
-		if m.Addr.Port() != sa.addr.Port() {
-			continue
-		}
-		if sa.addr.Addr().IsUnspecified() || m.Addr.Addr().IsUnspecified() {
-			i.logf("bind interception: server binds an address that overlaps a managed one but is not it; "+
-				"bind left to the kernel; configure the server to listen on exactly the managed address",
-				"bind", sa.addr.String(), "managed", m.Addr.String(), "tid", tid)
-		}
-	}
+	return false
 }

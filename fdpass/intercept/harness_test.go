@@ -185,22 +185,42 @@ func (c *filtered) stop() {
 // newManagedTCP makes a socket as rpwrap does: SO_REUSEPORT, bound to
 // 127.0.0.1 on a port the kernel picks, listening.
 func newManagedTCP(t testing.TB) (Managed, uint64) {
+	return newManagedTCPOn(t, netip.AddrFrom4([4]byte{127, 0, 0, 1}))
+}
+
+// newManagedTCPOn is newManagedTCP on addr (AF_INET6 for an IPv6 one, which
+// is dual-stack as net.ipv6.bindv6only leaves it).
+func newManagedTCPOn(t testing.TB, addr netip.Addr) (Managed, uint64) {
 	t.Helper()
-	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, unix.IPPROTO_TCP)
+	family := unix.AF_INET
+	if addr.Is6() {
+		family = unix.AF_INET6
+	}
+	fd, err := unix.Socket(family, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, unix.IPPROTO_TCP)
 	if err != nil {
 		t.Fatal(err)
 	}
 	f := os.NewFile(uintptr(fd), "managed")
 	t.Cleanup(func() { f.Close() })
 	must(t, unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEPORT, 1))
-	must(t, unix.Bind(fd, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}))
+	if addr.Is6() {
+		must(t, unix.Bind(fd, &unix.SockaddrInet6{Addr: addr.As16()}))
+	} else {
+		must(t, unix.Bind(fd, &unix.SockaddrInet4{Addr: addr.As4()}))
+	}
 	must(t, unix.Listen(fd, 128))
 	sa, err := unix.Getsockname(fd)
 	must(t, err)
 	ino, err := inode(fd)
 	must(t, err)
-	ap := netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, 1}), uint16(sa.(*unix.SockaddrInet4).Port))
-	return Managed{Network: "tcp", Addr: ap, File: f}, ino
+	var port int
+	switch sa := sa.(type) {
+	case *unix.SockaddrInet4:
+		port = sa.Port
+	case *unix.SockaddrInet6:
+		port = sa.Port
+	}
+	return Managed{Network: "tcp", Addr: netip.AddrPortFrom(addr, uint16(port)), File: f}, ino
 }
 
 func must(t testing.TB, err error) {

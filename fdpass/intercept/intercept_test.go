@@ -41,8 +41,14 @@ func TestFirstBindOfManagedAddressGetsRpwrapsSocket(t *testing.T) {
 		name       string
 	}{{unix.SOL_SOCKET, unix.SO_KEEPALIVE, "SO_KEEPALIVE"}, {unix.IPPROTO_TCP, unix.TCP_NODELAY, "TCP_NODELAY"}} {
 		withFd(m.File, func(mfd int) error {
-			if v, err := unix.GetsockoptInt(mfd, o.level, o.opt); err != nil || v == 0 {
-				t.Errorf("%s on rpwrap's socket = %d, %v; want the server's 1 re-applied", o.name, v, err)
+			v, err := unix.GetsockoptInt(mfd, o.level, o.opt)
+			switch {
+			case err != nil:
+				t.Errorf("%s on rpwrap's socket: %v", o.name, err)
+			case pidfdGetfdDenied && v != 0:
+				t.Errorf("%s on rpwrap's socket = %d with pidfd_getfd refused, want 0: nothing can read the server's options", o.name, v)
+			case !pidfdGetfdDenied && v == 0:
+				t.Errorf("%s on rpwrap's socket = 0, want the server's 1 re-applied", o.name)
 			}
 			return nil
 		})
@@ -56,6 +62,7 @@ func TestFirstBindOfManagedAddressGetsRpwrapsSocket(t *testing.T) {
 	if got := c.icpt.Injected(); got != 1 {
 		t.Errorf("Injected() = %d, want 1", got)
 	}
+	checkOptionsWarning(t, c)
 }
 
 func TestUnmanagedBindGoesThroughUnchanged(t *testing.T) {
@@ -179,6 +186,20 @@ func TestReceiveRejectsAnFdThatIsNotASeccompListener(t *testing.T) {
 	f := os.NewFile(uintptr(sp[0]), "parent")
 	if got, err := Receive(f); !errors.Is(err, ErrNoNotifyFd) || !strings.Contains(err.Error(), "socket:[") {
 		t.Errorf("Receive of a socket fd = %v, %v; want ErrNoNotifyFd naming the socket", got, err)
+	}
+}
+
+// checkOptionsWarning checks that the options left uncopied are reported
+// once when pidfd_getfd is refused, and never otherwise.
+func checkOptionsWarning(t *testing.T, c *filtered) {
+	t.Helper()
+	want := 0
+	if pidfdGetfdDenied {
+		want = 1
+	}
+	got := c.logs.containing("were not copied", "pidfd_getfd was refused", "not_copied=SO_KEEPALIVE,", "--cap-add SYS_PTRACE")
+	if len(got) != want {
+		t.Errorf("log lines about options left uncopied: %q, want %d (all: %q)", got, want, c.logs.lines)
 	}
 }
 

@@ -26,20 +26,24 @@ type managed struct {
 	Managed
 	family, typ, proto int
 	ino                uint64
+	v6only             bool // IPV6_V6ONLY of an AF_INET6 socket
 	claimed            bool // its one bind of this generation happened; only Serve's goroutine touches it
 }
 
 // Interceptor answers the bind(2) notifications of one generation's process
 // tree. Who gets a managed socket: the first bind of each managed address
-// (exact family, address, port, SO_TYPE and SO_PROTOCOL) in the tree gets
-// rpwrap's socket; every later bind of that address fails with EADDRINUSE,
-// so no second listener of the server, a CGI's or a worker's, can join the
-// reuseport group. Binds of any other address go on unchanged.
+// (exact family, address, port, SO_TYPE and SO_PROTOCOL, or the
+// IPv4-mapped form of a managed IPv4 address on an AF_INET6 socket) in the
+// tree gets rpwrap's socket; every later bind of that address fails with
+// EADDRINUSE, so no second listener of the server, a CGI's or a worker's,
+// can join the reuseport group. Binds of any other address go on unchanged.
 type Interceptor struct {
 	notify   *os.File
 	managed  []*managed
 	logf     func(msg string, args ...any)
 	injected atomic.Int64
+
+	optionsWarned bool // the options that pidfd_getfd's refusal left uncopied were reported; Serve's goroutine only
 }
 
 // New returns an Interceptor that serves the notify fd from Receive. Each
@@ -47,7 +51,9 @@ type Interceptor struct {
 // notifyFd and the managed files and closes them after Serve returns. logf,
 // if not nil, receives one line per decision worth an operator's attention
 // (an injection, a refused second bind, a near miss such as 0.0.0.0:P while
-// 127.0.0.1:P is managed), in log/slog's (msg, key, value, ...) form. A
+// 127.0.0.1:P is managed, with the --listen that fits, socket options left
+// uncopied because pidfd_getfd is denied), in log/slog's (msg, key, value,
+// ...) form. A
 // Managed entry with an unknown Network or a File that is not a socket is
 // reported through logf and never matches.
 func New(notifyFd *os.File, managed []Managed, logf func(msg string, args ...any)) *Interceptor {
@@ -80,8 +86,12 @@ func newManaged(m Managed) (*managed, error) {
 		return nil, errors.New("no socket file")
 	}
 	err := withFd(m.File, func(fd int) (err error) {
-		mm.ino, err = inode(fd)
-		return err
+		if mm.ino, err = inode(fd); err != nil || mm.family != unix.AF_INET6 {
+			return err
+		}
+		v, err := unix.GetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_V6ONLY)
+		mm.v6only = v != 0
+		return wrapSyscall("getsockopt IPV6_V6ONLY", err)
 	})
 	return mm, err
 }

@@ -18,7 +18,7 @@ import (
 // The test binary re-executes itself: as a shim ("shim": InstallAndSend on
 // fd 3, then exec of the rest of argv) and as a small Go server ("server").
 const (
-	childEnv = "RPWRAP_INTERCEPT_TEST_CHILD" // shim, notmain, server
+	childEnv = "RPWRAP_INTERCEPT_TEST_CHILD" // shim, notmain, server, docker-seccomp, docker
 	nextEnv  = "RPWRAP_INTERCEPT_TEST_NEXT"  // the value of childEnv after the shim's exec
 )
 
@@ -36,6 +36,14 @@ func TestMain(m *testing.M) {
 		os.Exit(runNotMain())
 	case "server":
 		os.Exit(runServer(os.Args[1:]))
+	case "docker-seccomp":
+		os.Exit(runDockerLike())
+	case "docker":
+		if err := checkDockerLike(); err != nil {
+			fmt.Fprintln(os.Stderr, "docker-like environment:", err)
+			os.Exit(1)
+		}
+		pidfdGetfdDenied = true
 	}
 	warmNetpoller()
 	os.Exit(testutil.VerifyNoLeaks(m))

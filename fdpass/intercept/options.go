@@ -2,11 +2,7 @@
 
 package intercept
 
-import (
-	"fmt"
-
-	"golang.org/x/sys/unix"
-)
+import "golang.org/x/sys/unix"
 
 // sockOpt is an option a server may set before bind(2) that still matters
 // on a listening socket: accepted sockets inherit it, or it shapes accept.
@@ -54,27 +50,13 @@ func copyOptions(srv, mfd, typ int) []string {
 	return copied
 }
 
-// matchKind returns the candidate whose SO_DOMAIN, SO_TYPE and SO_PROTOCOL
-// are those of srv, or nil.
-func matchKind(srv int, cands []*managed) *managed {
-	dom, err1 := unix.GetsockoptInt(srv, unix.SOL_SOCKET, unix.SO_DOMAIN)
-	typ, err2 := unix.GetsockoptInt(srv, unix.SOL_SOCKET, unix.SO_TYPE)
-	proto, err3 := unix.GetsockoptInt(srv, unix.SOL_SOCKET, unix.SO_PROTOCOL)
-	if err1 != nil || err2 != nil || err3 != nil {
-		return nil
-	}
-	for _, m := range cands {
-		if m.family == dom && m.typ == typ && m.proto == proto {
-			return m
+// optionNames lists the options copyOptions copies for sockets of type typ.
+func optionNames(typ int) []string {
+	var names []string
+	for _, o := range copiedOptions {
+		if !o.streamOnly || typ == unix.SOCK_STREAM {
+			names = append(names, o.name)
 		}
 	}
-	return nil
-}
-
-// describeSocket names srv's kind for a log line.
-func describeSocket(srv int) string {
-	dom, _ := unix.GetsockoptInt(srv, unix.SOL_SOCKET, unix.SO_DOMAIN)
-	typ, _ := unix.GetsockoptInt(srv, unix.SOL_SOCKET, unix.SO_TYPE)
-	proto, _ := unix.GetsockoptInt(srv, unix.SOL_SOCKET, unix.SO_PROTOCOL)
-	return fmt.Sprintf("domain %d type %d protocol %d (MPTCP is 262)", dom, typ, proto)
+	return names
 }

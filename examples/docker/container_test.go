@@ -26,45 +26,55 @@ const eventTimeout = 60 * time.Second
 
 // container is a running container whose ENTRYPOINT is rpwrap.
 type container struct {
-	t      *testing.T
-	d      *daemon
-	name   string
-	id     string
-	addr   string // where it serves, on the host's loopback (--network host)
-	rpwrap string // rpwrap's path inside the image
+	t    *testing.T
+	d    *daemon
+	spec runSpec
+	name string
+	id   string
 }
 
-// startContainer runs image detached with the host's network and Docker's
-// default capabilities and seccomp profile (plus whatever extra adds), and
-// waits until it answers GET / on addr with a 200. Cleanup removes it.
-func startContainer(t *testing.T, d *daemon, image, rpwrap, addr string, extra []string, cmd ...string) *container {
+// runSpec says what container to run.
+type runSpec struct {
+	image  string
+	rpwrap string   // rpwrap's path inside the image
+	addr   string   // where it serves, on the host's loopback (--network host)
+	path   string   // a path that answers 200
+	extra  []string // docker run flags on top of the defaults
+	cmd    []string // the image's CMD, if not its own
+}
+
+// startContainer runs s.image detached with the host's network and
+// Docker's default capabilities and seccomp profile (plus whatever
+// s.extra adds), and waits until it answers GET s.path with a 200.
+// Cleanup removes it.
+func startContainer(t *testing.T, d *daemon, s runSpec) *container {
 	t.Helper()
-	c := &container{t: t, d: d, name: fmt.Sprintf("rpwrap-test-%d-%d", os.Getpid(), time.Now().UnixNano()), addr: addr, rpwrap: rpwrap}
-	args := append([]string{"run", "-d", "--name", c.name, "--network", "host"}, extra...)
-	args = append(append(args, image), cmd...)
+	c := &container{t: t, d: d, spec: s, name: fmt.Sprintf("rpwrap-test-%d-%d", os.Getpid(), time.Now().UnixNano())}
+	args := append([]string{"run", "-d", "--name", c.name, "--network", "host"}, s.extra...)
+	args = append(append(args, s.image), s.cmd...)
 	c.id = strings.TrimSpace(d.run(t, args...))
 	t.Cleanup(func() { d.try(time.Minute, "rm", "-f", c.name) })
 	c.waitServing()
 	return c
 }
 
-// waitServing waits until GET / answers 200, and fails the test with the
+// waitServing waits until GET spec.path answers 200, and fails the test with the
 // container's log when the container exits first.
 func (c *container) waitServing() {
 	c.t.Helper()
 	client := &http.Client{Timeout: time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
 	for deadline := time.Now().Add(eventTimeout); ; {
-		if resp, err := client.Get("http://" + c.addr + "/"); err == nil {
+		if resp, err := client.Get("http://" + c.spec.addr + c.spec.path); err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
 				return
 			}
 		}
 		if st := c.state(); st.Status != "running" {
-			c.t.Fatalf("container exited (status %d) before serving on %s; its log:\n%s", st.ExitCode, c.addr, c.logs())
+			c.t.Fatalf("container exited (status %d) before serving on %s; its log:\n%s", st.ExitCode, c.spec.addr, c.logs())
 		}
 		if time.Now().After(deadline) {
-			c.t.Fatalf("container not serving on %s within %v; its log:\n%s", c.addr, eventTimeout, c.logs())
+			c.t.Fatalf("container not serving on %s within %v; its log:\n%s", c.spec.addr, eventTimeout, c.logs())
 		}
 		time.Sleep(100 * time.Millisecond) // polling the server; bounded above
 	}
@@ -101,7 +111,7 @@ func (c *container) logs() string {
 // requires it to succeed.
 func (c *container) restart() supervisor.RestartResult {
 	c.t.Helper()
-	out, err := c.d.try(3*eventTimeout, "exec", c.name, c.rpwrap, "ctl", "--json", "restart")
+	out, err := c.d.try(3*eventTimeout, "exec", c.name, c.spec.rpwrap, "ctl", "--json", "restart")
 	var resp supervisor.Response
 	if jerr := json.Unmarshal([]byte(out), &resp); jerr != nil {
 		c.t.Fatalf("rpwrap ctl restart in %s: %v, %v; its log:\n%s", c.name, err, jerr, c.logs())
@@ -139,7 +149,7 @@ type loadRow struct {
 func (c *container) restartUnderLoad(n, clients int) loadRow {
 	c.t.Helper()
 	load, err := loadgen.Start(context.Background(), loadgen.Config{
-		Target: c.addr, Path: "/", Clients: clients, Duration: 5 * time.Minute, Timeout: 10 * time.Second,
+		Target: c.spec.addr, Path: c.spec.path, Clients: clients, Duration: 5 * time.Minute, Timeout: 10 * time.Second,
 	})
 	if err != nil {
 		c.t.Fatal(err)
@@ -189,7 +199,7 @@ func (c *container) stop(want int) {
 	if pids := processesOf(c.id); len(pids) > 0 {
 		c.t.Errorf("processes of container %s left on the host: %v", c.name, pids)
 	}
-	requirePortFree(c.t, c.addr)
+	requirePortFree(c.t, c.spec.addr)
 }
 
 // processesOf lists the host's processes in the cgroups of container id.

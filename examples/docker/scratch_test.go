@@ -95,7 +95,7 @@ func testScratchRow(t *testing.T, d *daemon, image string, row scratchRow) {
 	if row.bind {
 		cmd = append(cmd, "-bind", addr)
 	}
-	c := startContainer(t, d, image, "/rpwrap", addr, extra, cmd...)
+	c := startContainer(t, d, runSpec{image: image, rpwrap: "/rpwrap", addr: addr, path: "/", extra: extra, cmd: cmd})
 	c.requireSelector(row.selector)
 	r := c.restartUnderLoad(scratchRestarts, 4)
 

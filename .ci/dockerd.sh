@@ -70,21 +70,34 @@ start() {
 	exit 1
 }
 
+# cleanup removes what a stopped dockerd leaves: the mount of the host's
+# network namespace and its (empty) cgroups.
+cleanup() {
+	rm -f "$pidfile"
+	if mountpoint -q "$run/exec/netns/default" 2>/dev/null; then
+		umount "$run/exec/netns/default" || true
+	fi
+	for d in /sys/fs/cgroup/rpwrap-dockerd /sys/fs/cgroup/*/rpwrap-dockerd; do
+		[ -d "$d" ] && rmdir "$d" 2>/dev/null || true
+	done
+}
+
 stop() {
 	local pid
 	if ! pid=$(running_pid); then
-		rm -f "$pidfile"
+		cleanup
 		return 0
 	fi
 	kill -TERM "$pid"
 	# dockerd stops its containers first (10 s each at most), then exits.
 	for _ in $(seq 1 120); do
-		kill -0 "$pid" 2>/dev/null || { rm -f "$pidfile"; return 0; }
+		kill -0 "$pid" 2>/dev/null || { cleanup; return 0; }
 		sleep 0.5
 	done
 	echo "dockerd.sh: dockerd pid $pid still running 60s after SIGTERM; killing it" >&2
 	kill -KILL "$pid" 2>/dev/null || true
-	rm -f "$pidfile"
+	sleep 1
+	cleanup
 }
 
 case "${1:-start}" in

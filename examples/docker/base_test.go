@@ -5,6 +5,7 @@ package docker
 import (
 	"bufio"
 	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -67,7 +68,7 @@ func makeRootfsTarball(t *testing.T, tarball string) {
 	start := time.Now()
 	runCmd(t, 20*time.Minute, "debootstrap", "--variant=minbase", "bookworm", rootfs, mirror)
 	t.Logf("debootstrap bookworm from %s in %v", mirror, time.Since(start).Round(time.Millisecond))
-	tmp := tarball + ".part"
+	tmp := fmt.Sprintf("%s.part-%d", tarball, os.Getpid()) // another run may be packing too
 	defer os.Remove(tmp)
 	runCmd(t, 5*time.Minute, "tar", "-C", rootfs, "--numeric-owner", "-cf", tmp, ".")
 	must(t, os.Rename(tmp, tarball))

@@ -159,10 +159,21 @@ func (d *daemon) run(t *testing.T, args ...string) string {
 func (d *daemon) build(t *testing.T, dir, tag string) {
 	t.Helper()
 	start := time.Now()
-	if out, err := d.tryIn(dir, 10*time.Minute, "build", "--network", "host", "-q", "-t", tag, "."); err != nil {
+	if out, err := d.tryIn(dir, 10*time.Minute, "build", "--network", "host", "-q", "--label", imageLabel, "-t", tag, "."); err != nil {
 		t.Fatalf("build image %s: %v\n%s", tag, err, out)
 	}
 	t.Logf("built image %s in %v", tag, time.Since(start).Round(time.Millisecond))
+}
+
+// imageLabel marks the images the tests build, so that pruneImages
+// removes theirs only.
+const imageLabel = "rpwrap-test=1"
+
+// pruneImages removes the tests' images that a rebuild left untagged.
+func (d *daemon) pruneImages(t *testing.T) {
+	if out, err := d.try(2*time.Minute, "image", "prune", "-f", "--filter", "label="+imageLabel); err != nil {
+		t.Errorf("remove the tests' untagged images: %v\n%s", err, out)
+	}
 }
 
 // hasImage reports whether the daemon has the image ref.

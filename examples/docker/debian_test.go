@@ -62,6 +62,7 @@ func TestExampleDockerfilesRestartUnderLoadInDefaultContainer(t *testing.T) {
 	requireSlow(t)
 	d := requireDocker(t)
 	begin := time.Now()
+	t.Cleanup(func() { d.pruneImages(t) })
 	baseImage(t, d)
 	t.Logf("base image ready after %v", time.Since(begin).Round(time.Millisecond))
 	for _, row := range exampleRows {

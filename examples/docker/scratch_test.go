@@ -46,6 +46,7 @@ var scratchRows = []scratchRow{
 func TestScratchImageRestartsUnderLoadInDefaultContainer(t *testing.T) {
 	d := requireDocker(t)
 	begin := time.Now()
+	t.Cleanup(func() { d.pruneImages(t) })
 	image := buildScratchImage(t, d)
 	for _, row := range scratchRows {
 		t.Run(row.name, func(t *testing.T) { testScratchRow(t, d, image, row) })
@@ -72,7 +73,7 @@ func buildScratchImage(t *testing.T, d *daemon) string {
 			return
 		}
 		scratchImage = "rpwrap-test-scratch:latest"
-		if out, err := d.tryIn(dir, 5*time.Minute, "build", "-q", "-t", scratchImage, "."); err != nil {
+		if out, err := d.tryIn(dir, 5*time.Minute, "build", "-q", "--label", imageLabel, "-t", scratchImage, "."); err != nil {
 			scratchErr = fmt.Errorf("build the scratch image: %w\n%s", err, out)
 		}
 	})

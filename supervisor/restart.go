@@ -199,6 +199,9 @@ func (s *Supervisor) waitReady(ctx context.Context, g *generation) (time.Time, e
 			}
 			readyAt := time.Now() // what follows is rpwrap's own time
 			if err := s.guard(ctx, g, true); err != nil {
+				if !alive(g) { // a dying server holds no socket: say what happened
+					return time.Time{}, fmt.Errorf("exited after it was ready, before the flip")
+				}
 				return time.Time{}, err // ready, but not on the sockets rpwrap gave it
 			}
 			if err := s.relisten(g); err != nil {

@@ -11,19 +11,38 @@
 //  2. The successor starts through the exec shim (package fdpass) with
 //     RPWRAP_GENERATION set, its sockets passed by the configured route.
 //  3. It must pass the readiness check (Ready: notify, accept, http:PATH,
-//     exec:CMD, delay:D, none) within Config.ReadyTimeout, and hold the
-//     sockets it was given with no listening socket of its own on the port.
-//     Otherwise it is killed and its sockets closed: the restart is rolled
-//     back and the predecessor serves on.
-//  4. The flip: one selector update per listener.
-//  5. The predecessor empties its accept queue; one that does not shrink
-//     for Config.DrainStall means it hangs: the queue is migrated by the
-//     kernel (eBPF) or relayed by rpwrap (cBPF). Then Config.StopSignal, up
-//     to Config.DrainTimeout, SIGKILL to its process group, and rpwrap
-//     closes its copies of the old sockets.
+//     exec:CMD, delay:D, none) within Config.ReadyTimeout. A probe counts
+//     only once a process of the successor has accepted it from its own
+//     socket. Then the guard: the successor holds the sockets it was given
+//     (with the bind route, once it has bound them) and listens on no socket
+//     of its own on their ports. Its TCP sockets get Config.Backlog again
+//     (listen(2)), whatever backlog the server asked for. Otherwise it is
+//     retired and its sockets closed: the restart is rolled back and the
+//     predecessor serves on.
+//  4. The flip: one selector update per listener. The restart ends here:
+//     Restart returns, and the next restart may begin.
+//  5. In the background, side by side with other draining generations,
+//     each with its own deadline (Config.DrainTimeout from its flip; at
+//     most Config.MaxDraining at once, the oldest stopped early), the
+//     predecessor drains: after Config.DrainDelay its queues empty (accept
+//     queues; receive queues for UDP), or, when one does not shrink for
+//     Config.DrainStall, they are handed over (eBPF: the kernel migrates
+//     them; cBPF: rpwrap relays them). Then Config.StopSignal, and SIGKILL
+//     to its process group at its deadline. As soon as no process of it
+//     holds its sockets, rpwrap lets go of its copies (eBPF: what still
+//     arrives, such as a TCP_DEFER_ACCEPT connection whose first data comes
+//     late, is migrated) or relays what arrives (cBPF).
 //
 // Triggers that arrive during a restart are queued, and all of them are
-// answered by the one restart that follows it.
+// answered by the one restart that follows it. RestartAndDrain (a "restart"
+// request with "wait") answers once the predecessor is drained too.
+//
+// A generation's life is a state machine (see transitions in lifecycle.go):
+// starting, ready, active, draining, and one of the final states stopped,
+// abandoned (never served) or crashed (exited on its own). Every end goes
+// through one retire step that frees what the generation held: its process
+// group, notify socket, bind interception, pidfd, sockets and selector
+// slots.
 //
 // The supervisor also does what PID 1 must: it is a child subreaper, reaps
 // every child in one place (a wait4(-1) loop on SIGCHLD that dispatches exit
@@ -35,7 +54,8 @@
 // (SIGTERM/SIGINT) or when it exits on its own without
 // Config.RestartOnFailure; 128+N when signal N killed it; 127 or 126 when the
 // command cannot be found or run; 1 when the first generation never became
-// ready for another reason.
+// ready for another reason; 70 after a panic inside rpwrap (a bug), which
+// first kills every generation's process group.
 //
 // A program that wraps a server:
 //

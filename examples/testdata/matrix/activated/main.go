@@ -1,0 +1,110 @@
+// Command activated serves on the sockets passed with systemd socket
+// activation (sd_listen_fds(3): LISTEN_PID, LISTEN_FDS, fds from 3): HTTP
+// ("ok\n") on every stream socket, an echo on every datagram socket. On
+// SIGTERM it stops gracefully: HTTP with Server.Shutdown, the echo once
+// its socket has no datagram left to read.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strconv"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+const listenFdsStart = 3 // SD_LISTEN_FDS_START
+
+func main() {
+	if err := run(); err != nil {
+		fmt.Fprintf(os.Stderr, "activated: %v\n", err)
+		os.Exit(1)
+	}
+}
+
+func run() error {
+	n, err := strconv.Atoi(os.Getenv("LISTEN_FDS"))
+	if err != nil || n < 1 || os.Getenv("LISTEN_PID") != strconv.Itoa(os.Getpid()) {
+		return fmt.Errorf("no sockets passed (LISTEN_FDS=%q LISTEN_PID=%q, pid %d)", os.Getenv("LISTEN_FDS"), os.Getenv("LISTEN_PID"), os.Getpid())
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		io.WriteString(w, "ok\n")
+	})}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
+	defer stop()
+	var wg sync.WaitGroup
+	errc := make(chan error, n)
+	for fd := listenFdsStart; fd < listenFdsStart+n; fd++ {
+		f := os.NewFile(uintptr(fd), "listen-fd-"+strconv.Itoa(fd))
+		typ, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_TYPE)
+		if err != nil {
+			return fmt.Errorf("fd %d: %w", fd, err)
+		}
+		wg.Add(1)
+		if typ == unix.SOCK_DGRAM {
+			pc, err := net.FilePacketConn(f)
+			if err != nil {
+				return fmt.Errorf("fd %d: %w", fd, err)
+			}
+			go func() { defer wg.Done(); errc <- echo(ctx, pc) }()
+			continue
+		}
+		ln, err := net.FileListener(f)
+		if err != nil {
+			return fmt.Errorf("fd %d: %w", fd, err)
+		}
+		go func() {
+			defer wg.Done()
+			if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+				errc <- err
+			}
+		}()
+	}
+	<-ctx.Done()
+	sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	err = srv.Shutdown(sctx)
+	wg.Wait()
+	close(errc)
+	for e := range errc {
+		err = errors.Join(err, e)
+	}
+	return err
+}
+
+// echo sends every datagram back to its sender until ctx ends and no
+// datagram is left to read.
+func echo(ctx context.Context, pc net.PacketConn) error {
+	defer pc.Close()
+	buf := make([]byte, 64<<10)
+	for {
+		if ctx.Err() != nil {
+			pc.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+		} else {
+			pc.SetReadDeadline(time.Now().Add(time.Second))
+		}
+		n, from, err := pc.ReadFrom(buf)
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() {
+			if ctx.Err() != nil {
+				return nil
+			}
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		if _, err := pc.WriteTo(buf[:n], from); err != nil {
+			return err
+		}
+	}
+}

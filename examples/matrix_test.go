@@ -5,6 +5,8 @@ package examples
 import (
 	"fmt"
 	"os"
+	"os/exec"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -136,8 +138,41 @@ func runMatrixRow(t *testing.T, row matrixRow, selector string) {
 	}
 	requireEveryAnswer(t, loads)
 	requireLateAnswers(t, late)
+	requireBacklog(t, listen)
 	if st := w.status(); st.Restarts != matrixRestarts || st.RolledBack != 0 {
 		t.Errorf("status: %d restarts, %d rolled back; want %d and 0", st.Restarts, st.RolledBack, matrixRestarts)
+	}
+}
+
+// requireBacklog checks that every listening TCP socket on the row's ports
+// has rpwrap's backlog (--backlog, default 4096, capped by somaxconn)
+// whatever listen(2) the server called on it.
+func requireBacklog(t *testing.T, listen []string) {
+	t.Helper()
+	want := 4096
+	if b, err := os.ReadFile("/proc/sys/net/core/somaxconn"); err == nil {
+		if n, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil {
+			want = min(want, n)
+		}
+	}
+	for _, a := range listen {
+		if strings.HasPrefix(a, "udp://") {
+			continue
+		}
+		_, port := splitHostPort(t, a)
+		out, err := exec.Command("ss", "-Hltn", "sport = :"+port).Output()
+		if err != nil {
+			t.Fatalf("ss -Hltn: %v", err)
+		}
+		for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+			f := strings.Fields(line) // State Recv-Q Send-Q Local Peer
+			if len(f) < 4 {
+				continue
+			}
+			if f[2] != strconv.Itoa(want) {
+				t.Errorf("listening socket %s has backlog %s, want %d (rpwrap's --backlog for every generation): the server's listen(2) changed it", f[3], f[2], want)
+			}
+		}
 	}
 }
 

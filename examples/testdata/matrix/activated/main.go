@@ -1,8 +1,9 @@
 // Command activated serves on the sockets passed with systemd socket
 // activation (sd_listen_fds(3): LISTEN_PID, LISTEN_FDS, fds from 3): HTTP
 // ("ok\n") on every stream socket, an echo on every datagram socket. On
-// SIGTERM it stops gracefully: HTTP with Server.Shutdown, the echo once
-// its socket has no datagram left to read.
+// SIGTERM it stops gracefully: it closes its stream sockets, answers the
+// next request of every connection it had accepted (then closes it), and
+// stops the echo once its socket has no datagram left to read.
 package main
 
 import (
@@ -36,12 +37,25 @@ func run() error {
 	if err != nil || n < 1 || os.Getenv("LISTEN_PID") != strconv.Itoa(os.Getpid()) {
 		return fmt.Errorf("no sockets passed (LISTEN_FDS=%q LISTEN_PID=%q, pid %d)", os.Getenv("LISTEN_FDS"), os.Getenv("LISTEN_PID"), os.Getpid())
 	}
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-		io.WriteString(w, "ok\n")
-	})}
+	var conns sync.WaitGroup // connections accepted and not yet closed
+	srv := &http.Server{
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+			io.WriteString(w, "ok\n")
+		}),
+		ReadHeaderTimeout: 10 * time.Second,
+		ConnState: func(_ net.Conn, st http.ConnState) {
+			switch st {
+			case http.StateNew:
+				conns.Add(1)
+			case http.StateClosed, http.StateHijacked:
+				conns.Done()
+			}
+		},
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
 	defer stop()
 	var wg sync.WaitGroup
+	var lns []net.Listener
 	errc := make(chan error, n)
 	for fd := listenFdsStart; fd < listenFdsStart+n; fd++ {
 		f := os.NewFile(uintptr(fd), "listen-fd-"+strconv.Itoa(fd))
@@ -62,19 +76,26 @@ func run() error {
 		if err != nil {
 			return fmt.Errorf("fd %d: %w", fd, err)
 		}
+		lns = append(lns, ln)
 		go func() {
 			defer wg.Done()
-			if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+			if err := srv.Serve(ln); !errors.Is(err, net.ErrClosed) {
 				errc <- err
 			}
 		}()
 	}
 	<-ctx.Done()
-	sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	err = srv.Shutdown(sctx)
+	// Not Server.Shutdown: it closes, unanswered, a connection whose
+	// request it reads after the shutdown began. Without keep-alives each
+	// connection ends after its answer; a silent one after ReadHeaderTimeout.
+	srv.SetKeepAlivesEnabled(false)
+	for _, ln := range lns {
+		ln.Close()
+	}
+	conns.Wait()
 	wg.Wait()
 	close(errc)
+	err = nil
 	for e := range errc {
 		err = errors.Join(err, e)
 	}

@@ -32,8 +32,9 @@ var (
 	demo     = matrixServer{"demo", "", nil, demoSetup}
 	demoBind = matrixServer{"demo -bind", "", []string{"--pass", "bind"}, demoBindSetup}
 
-	activated    = matrixServer{"activated", "", nil, goProgramSetup("activated")}
-	goServer     = matrixServer{"goserver", "", []string{"--pass", "bind"}, goProgramSetup("goserver")}
+	httpEcho     = matrixServer{"httpecho", "", nil, goProgramSetup("httpecho", 0)}
+	udpBind      = matrixServer{"httpecho ADDR", "", []string{"--pass", "bind"}, goProgramSetup("httpecho", 1)}
+	goServer     = matrixServer{"goserver", "", []string{"--pass", "bind"}, goProgramSetup("goserver", 1)}
 	apacheServer = matrixServer{"apache", "/usr/sbin/apache2", []string{"--pass", "bind", "--stop-signal", "WINCH"}, matrixApacheSetup}
 	apacheTLS    = matrixServer{"apache (mod_ssl)", "/usr/sbin/apache2", []string{"--pass", "bind", "--stop-signal", "WINCH"}, apacheTLSSetup}
 	nginxServer  = matrixServer{"nginx", "/usr/sbin/nginx", []string{"--pass", "nginx", "--stop-signal", "QUIT"}, matrixNginxSetup}
@@ -64,10 +65,14 @@ func demoBindSetup(t *testing.T, _ string, listen []string) ([]string, []string)
 }
 
 // goProgramSetup runs testdata/matrix/NAME, built once per test run, with
-// the first address as its argument.
-func goProgramSetup(name string) func(*testing.T, string, []string) ([]string, []string) {
+// the first args addresses as its arguments.
+func goProgramSetup(name string, args int) func(*testing.T, string, []string) ([]string, []string) {
 	return func(t *testing.T, _ string, listen []string) ([]string, []string) {
-		return []string{buildTestdata(t, name), hostPort(t, listen[0])}, nil
+		argv := []string{buildTestdata(t, name)}
+		for _, a := range listen[:args] {
+			argv = append(argv, hostPort(t, a))
+		}
+		return argv, nil
 	}
 }
 

@@ -37,7 +37,7 @@ var matrix = []matrixRow{
 	{name: "ipv4-mapped", listen: l("[::ffff:127.0.0.1]:$0"), server: demo, ready: "accept", clients: l("http://127.0.0.1:$0/")},
 	{name: "several", listen: l("127.0.0.1:$0", "[::1]:$1", "[::]:$2"), server: demo, ready: "accept",
 		clients: l("http://127.0.0.1:$0/", "http://[::1]:$1/", "http://127.0.0.1:$2/", "http://[::1]:$2/")},
-	{name: "tcp+udp", listen: l("127.0.0.1:$0", "udp://127.0.0.1:$0", "udp://[::1]:$1"), server: activated, ready: "accept",
+	{name: "tcp+udp", listen: l("127.0.0.1:$0", "udp://127.0.0.1:$0", "udp://[::1]:$1"), server: httpEcho, ready: "accept",
 		clients: l("http://127.0.0.1:$0/", "udp://127.0.0.1:$0", "udp://[::1]:$1")},
 
 	// Each route with each readiness check that applies to it (listen-fds
@@ -52,6 +52,8 @@ var matrix = []matrixRow{
 	{name: "bind/notify", listen: l("127.0.0.1:$0"), server: demoBind, ready: "notify", clients: l("http://127.0.0.1:$0/")},
 	{name: "bind/exec", listen: l("127.0.0.1:$0"), server: demoBind, ready: "exec:curl -fsS -o /dev/null http://127.0.0.1:$0/", clients: l("http://127.0.0.1:$0/")},
 	{name: "bind/delay", listen: l("127.0.0.1:$0"), server: demoBind, ready: "delay:300ms", clients: l("http://127.0.0.1:$0/")},
+	{name: "bind/udp-only", listen: l("udp://127.0.0.1:$0"), server: udpBind, ready: "accept", clients: l("udp://127.0.0.1:$0")}, // accept: the default
+	{name: "bind/udp-only-delay", listen: l("udp://127.0.0.1:$0"), server: udpBind, ready: "delay:300ms", clients: l("udp://127.0.0.1:$0")},
 	{name: "bind/none", listen: l("127.0.0.1:$0"), server: demoBind, ready: "none", clients: l("http://127.0.0.1:$0/")},
 	{name: "nginx/accept", listen: l("127.0.0.1:$0"), server: nginxServer, ready: "accept", clients: l("http://127.0.0.1:$0/")},
 	{name: "nginx/http", listen: l("127.0.0.1:$0"), server: nginxServer, ready: "http:/", clients: l("http://127.0.0.1:$0/")},

@@ -1,6 +1,13 @@
-// Command activated serves on the sockets passed with systemd socket
-// activation (sd_listen_fds(3): LISTEN_PID, LISTEN_FDS, fds from 3): HTTP
-// ("ok\n") on every stream socket, an echo on every datagram socket. On
+// Command httpecho serves HTTP ("ok\n") on every stream socket and an echo
+// on every datagram socket. Without arguments it takes its sockets from
+// systemd socket activation (sd_listen_fds(3): LISTEN_PID, LISTEN_FDS, fds
+// from 3); with UDP addresses as arguments it binds them itself instead
+// (run with --pass bind):
+//
+//	httpecho                 socket activation
+//	httpecho ADDR...         an echo on each UDP ADDR, bound itself
+//
+// On
 // SIGTERM it stops gracefully: it closes its stream sockets, answers the
 // next request of every connection it had accepted (then closes it), and
 // stops the echo once its socket has no datagram left to read.
@@ -27,12 +34,15 @@ const listenFdsStart = 3 // SD_LISTEN_FDS_START
 
 func main() {
 	if err := run(); err != nil {
-		fmt.Fprintf(os.Stderr, "activated: %v\n", err)
+		fmt.Fprintf(os.Stderr, "httpecho: %v\n", err)
 		os.Exit(1)
 	}
 }
 
 func run() error {
+	if len(os.Args) > 1 {
+		return bindEcho(os.Args[1:])
+	}
 	n, err := strconv.Atoi(os.Getenv("LISTEN_FDS"))
 	if err != nil || n < 1 || os.Getenv("LISTEN_PID") != strconv.Itoa(os.Getpid()) {
 		return fmt.Errorf("no sockets passed (LISTEN_FDS=%q LISTEN_PID=%q, pid %d)", os.Getenv("LISTEN_FDS"), os.Getenv("LISTEN_PID"), os.Getpid())
@@ -128,4 +138,23 @@ func echo(ctx context.Context, pc net.PacketConn) error {
 			return err
 		}
 	}
+}
+
+// bindEcho binds each UDP address and echoes on it until SIGTERM.
+func bindEcho(addrs []string) error {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
+	defer stop()
+	errc := make(chan error, len(addrs))
+	for _, a := range addrs {
+		pc, err := net.ListenPacket("udp", a)
+		if err != nil {
+			return err
+		}
+		go func() { errc <- echo(ctx, pc) }()
+	}
+	var err error
+	for range addrs {
+		err = errors.Join(err, <-errc)
+	}
+	return err
 }

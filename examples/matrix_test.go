@@ -97,6 +97,11 @@ const (
 // the restart has flipped: it must be answered, within 5 s, by whichever
 // generation holds its connection (a server that defers accept until data
 // comes, as Apache does, must not leave it to a socket nobody accepts from).
+// At the end every listening TCP socket must still have rpwrap's backlog.
+//
+// Rows marked slow (the JVM takes seconds to start, four times per row)
+// run only with CI=true, RPWRAP_TEST_SLOW=1 or RPWRAP_TEST_STRICT=1, and
+// say so when they skip.
 func TestEveryConfigurationRestartsUnderLoadLosingNoRequest(t *testing.T) {
 	for _, row := range matrix {
 		for _, sel := range []string{"ebpf", "cbpf"} {

@@ -4,7 +4,10 @@
 // real: restarts under load with every request counted, a slow download
 // that crosses a restart, the seed's experiment (two Apaches in one
 // SO_REUSEPORT group, one of them stopped with SIGSTOP, see socket(7)) and
-// the guard that refuses a server given the wrong route.
+// the guard that refuses a server given the wrong route. matrix_test.go holds
+// one table of every configuration an operator can write (listeners, routes,
+// readiness checks, and Apache, Apache with TLS, nginx, dnsmasq, Node, Java
+// and Go servers), each restarted under load with both selectors.
 //
 // The package has no code of its own; its tests build the rpwrap binary and
 // run it as an operator would:
@@ -14,6 +17,7 @@
 //	rpwrap ctl --control PATH restart
 //
 // Run them as root with the servers installed (apt-get install apache2
-// nginx haproxy wrk); each test skips without its server, and fails instead
+// nginx haproxy wrk dnsmasq-base nodejs default-jdk-headless ssl-cert
+// curl); each test skips without its server, and fails instead
 // under RPWRAP_TEST_STRICT=1, as in CI.
 package examples

@@ -60,16 +60,19 @@ type controlServer struct {
 }
 
 // listenControl creates the control socket at path: mode 0600 in a
-// directory of mode 0700 (created if missing). It refuses to replace the
-// socket of another rpwrap that still answers.
+// directory that only rpwrap's user can write (CheckPrivateDir; created with
+// mode 0700 if missing). It refuses to replace the socket of another rpwrap
+// that still answers, and a file there that is not a socket.
 func listenControl(path string, s *Supervisor) (*controlServer, error) {
-	dir := filepath.Dir(path)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, fmt.Errorf("create control directory: %w", err)
+	if err := CheckPrivateDir(filepath.Dir(path)); err != nil {
+		return nil, fmt.Errorf("control socket %s: %w", path, err)
 	}
 	if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
 		c.Close()
 		return nil, fmt.Errorf("control socket %s is in use by another rpwrap: give this one its own with --control PATH", path)
+	}
+	if fi, err := os.Lstat(path); err == nil && fi.Mode().Type() != os.ModeSocket {
+		return nil, fmt.Errorf("control socket %s: a file that is not a socket is in the way (mode %v): remove it or give --control another PATH", path, fi.Mode())
 	}
 	os.Remove(path) // a stale socket of an rpwrap that is gone
 	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})

@@ -122,9 +122,13 @@ func TestPrivilegedPortWithoutCapabilityIsExplained(t *testing.T) {
 	if err := os.WriteFile(exe, b, 0o755); err != nil {
 		t.Fatal(err)
 	}
+	run := filepath.Join(dir, "run") // nobody's own: rpwrap refuses /tmp, which others can write
+	if err := os.Mkdir(run, 0o700); err != nil || os.Chown(run, 65534, 65534) != nil {
+		t.Fatal(err)
+	}
 	var out bytes.Buffer
-	cmd := exec.Command(exe, "--listen", "127.0.0.1:81", "--control", "/tmp/rpwrap-nobody-none.sock", "--", "/bin/true")
-	cmd.Env = append(os.Environ(), asRpwrap+"=1", "RUNTIME_DIRECTORY=/tmp")
+	cmd := exec.Command(exe, "--listen", "127.0.0.1:81", "--", "/bin/true")
+	cmd.Env = append(os.Environ(), asRpwrap+"=1", "RUNTIME_DIRECTORY="+run)
 	cmd.Stdout, cmd.Stderr = &out, &out
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
 	err = cmd.Run()

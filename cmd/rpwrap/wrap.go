@@ -125,6 +125,10 @@ func wrapConfig(e env, o *options, cmd []string, log *slog.Logger) (supervisor.C
 	cfg.Notifier = systemd.NewNotifier() // unsets NOTIFY_SOCKET: children get their own
 	cfg.Env = os.Environ()
 	cfg.RuntimeDir = runtimeDir(e)
+	if err := supervisor.CheckPrivateDir(cfg.RuntimeDir); err != nil {
+		closeAll(cfg.Adopted)
+		return fail(1, "runtime directory (control and notify sockets): %v", err)
+	}
 	cfg.ControlPath = o.control
 	if cfg.ControlPath == "" {
 		cfg.ControlPath = filepath.Join(cfg.RuntimeDir, "rpwrap.sock")
@@ -139,8 +143,9 @@ func closeAll(ls []*fdpass.Listener) {
 }
 
 // runtimeDir is where rpwrap keeps its control and notify sockets:
-// systemd's RuntimeDirectory=, /run/rpwrap as root, or the user's runtime
-// directory.
+// systemd's RuntimeDirectory=, /run/rpwrap as root, the user's runtime
+// directory, else $TMPDIR/rpwrap-UID (/tmp/rpwrap-UID). Whichever it is,
+// supervisor.CheckPrivateDir must accept it before rpwrap uses it.
 func runtimeDir(e env) string {
 	if d := e.getenv("RUNTIME_DIRECTORY"); d != "" {
 		return filepath.SplitList(d)[0]
@@ -151,7 +156,11 @@ func runtimeDir(e env) string {
 	if d := e.getenv("XDG_RUNTIME_DIR"); d != "" {
 		return filepath.Join(d, "rpwrap")
 	}
-	return filepath.Join(os.TempDir(), "rpwrap-"+strconv.Itoa(os.Geteuid()))
+	tmp := e.getenv("TMPDIR")
+	if tmp == "" {
+		tmp = "/tmp"
+	}
+	return filepath.Join(tmp, "rpwrap-"+strconv.Itoa(os.Geteuid()))
 }
 
 // newLogger builds the slog logger --log-format and --log-level ask for.

@@ -40,6 +40,15 @@ type Config struct {
 	// ShutdownAtFlip shuts the predecessor's sockets down right after the
 	// flip, so their queues migrate at once, instead of after the drain.
 	ShutdownAtFlip bool
+	// MaxDraining is how many replaced generations may drain at once
+	// (default 4); when a restart would exceed it, the oldest draining one
+	// is stopped first.
+	MaxDraining int
+	// DrainDelay is how long after the flip rpwrap waits before it sends the
+	// predecessor its stop signal (default 0), for servers whose graceful
+	// stop drops a request read at the wrong moment (Go's net/http
+	// Shutdown, Python's http.server).
+	DrainDelay time.Duration
 
 	RestartOnFailure bool // a generation that dies is replaced, with backoff, instead of rpwrap exiting
 

@@ -23,6 +23,9 @@ import (
 // Request is a control command.
 type Request struct {
 	Command string `json:"command"` // "restart" or "status"
+	// Wait makes a restart answer only once the predecessor has finished
+	// draining too, not at the flip.
+	Wait bool `json:"wait"`
 }
 
 // Response answers a Request. Error is set when the command failed; for a

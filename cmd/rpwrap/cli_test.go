@@ -5,6 +5,7 @@ package main
 import (
 	"bytes"
 	"fmt"
+	"log/slog"
 	"net"
 	"os"
 	"os/exec"
@@ -32,7 +33,8 @@ func TestHelpShowsTheThreeWaysToRun(t *testing.T) {
 		if code != 0 {
 			t.Errorf("%v: exit %d", args, code)
 		}
-		for _, want := range []string{"Run it from a shell", "Run it from systemd", "ENTRYPOINT", "--listen", "RPWRAP_LISTEN", "--stop-signal", "Exit status"} {
+		for _, want := range []string{"Run it from a shell", "Run it from systemd", "ENTRYPOINT", "--listen", "RPWRAP_LISTEN", "--stop-signal", "Exit status",
+			"--max-draining N", "RPWRAP_MAX_DRAINING", "--drain-delay DURATION", "RPWRAP_DRAIN_DELAY", "tcp6-8080"} {
 			if !strings.Contains(out, want) {
 				t.Errorf("%v: help lacks %q", args, want)
 			}
@@ -97,6 +99,9 @@ func TestBadInputIsRefusedAndLeavesNothingBehind(t *testing.T) {
 			if code != c.code || !strings.Contains(errOut, c.want) {
 				t.Errorf("exit %d, stderr %q; want exit %d and %q", code, errOut, c.code, c.want)
 			}
+			if strings.Contains(errOut, "rpwrap: rpwrap") {
+				t.Errorf("stderr %q says rpwrap twice", errOut)
+			}
 			if err := before.Leaked(testutil.Take()); err != nil {
 				t.Errorf("left behind: %v", err)
 			}
@@ -156,4 +161,69 @@ func requirePortFree(t *testing.T, addr string) {
 		return
 	}
 	l.Close()
+}
+
+// The same port on an IPv4 and an IPv6 address is two listeners with two
+// default names, tcp-P and tcp6-P, not a clash that needs NAME=.
+func TestSamePortOnBothFamiliesGetsTwoDefaultNames(t *testing.T) {
+	w := startWrapper(t, []string{"--listen", "127.0.0.1:0", "--listen", "[::1]:0", "--ready", "notify"})
+	st := w.status()
+	if len(st.Listeners) != 2 || !strings.HasPrefix(st.Listeners[0], "tcp-0=tcp://127.0.0.1:") || !strings.HasPrefix(st.Listeners[1], "tcp6-0=tcp://[::1]:") {
+		t.Errorf("listeners %q, want tcp-0=tcp://127.0.0.1:P and tcp6-0=tcp://[::1]:P", st.Listeners)
+	}
+}
+
+// A number where a duration belongs, a negative duration, and a backlog or
+// --max-draining below 1 are refused before anything starts, with the forms
+// that work, from the command line and from RPWRAP_ variables alike.
+func TestBadNumbersAreRefusedWithTheForms(t *testing.T) {
+	cases := []struct {
+		vars map[string]string
+		args []string
+		want string
+	}{
+		{nil, []string{"--ready-timeout", "5"}, `--ready-timeout "5": a duration needs a unit: 5s for seconds, 5ms for milliseconds`},
+		{nil, []string{"--stop-timeout=30"}, `--stop-timeout "30": a duration needs a unit: 30s`},
+		{nil, []string{"--drain-timeout", "soon"}, `--drain-timeout "soon": not a duration: write a number with a unit, e.g. 5s, 500ms`},
+		{nil, []string{"--drain-stall", "-1s"}, `--drain-stall "-1s": a duration must not be negative`},
+		{nil, []string{"--drain-delay", "2"}, `--drain-delay "2": a duration needs a unit: 2s`},
+		{map[string]string{"RPWRAP_READY_TIMEOUT": "5"}, nil, `RPWRAP_READY_TIMEOUT="5": a duration needs a unit: 5s`},
+		{map[string]string{"RPWRAP_DRAIN_DELAY": "1.5"}, nil, `RPWRAP_DRAIN_DELAY="1.5": a duration needs a unit: 1.5s`},
+		{nil, []string{"--backlog", "-1"}, "--backlog -1: want a number of pending connections from 1 to 2147483647"},
+		{nil, []string{"--backlog", "0"}, "--backlog 0: want a number of pending connections from 1"},
+		{nil, []string{"--backlog", "many"}, `--backlog "many": want a whole number`},
+		{map[string]string{"RPWRAP_BACKLOG": "-5"}, nil, "--backlog -5: want a number of pending connections from 1"},
+		{nil, []string{"--max-draining", "0"}, "--max-draining 0: want 1 or more"},
+		{nil, []string{"--shutdown-at-flip=maybe"}, `--shutdown-at-flip "maybe": want true or false`},
+		{nil, []string{"--lisen", ":80"}, "unknown flag --lisen"},
+	}
+	for _, c := range cases {
+		args := append(append([]string{"--listen", "127.0.0.1:0"}, c.args...), "--", "true")
+		code, _, errOut := runCLI(t, c.vars, args...)
+		if code != 2 || !strings.Contains(errOut, c.want) || strings.Contains(errOut, "rpwrap: rpwrap") {
+			t.Errorf("%v %v: exit %d, stderr %q; want exit 2 and %q", c.vars, c.args, code, errOut, c.want)
+		}
+	}
+}
+
+// A backlog above net.core.somaxconn is allowed, with a warning that names
+// the cap.
+func TestBacklogAboveSomaxconnIsWarnedAbout(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "somaxconn")
+	os.WriteFile(path, []byte("4096\n"), 0o644)
+	defer func(p string) { somaxconnPath = p }(somaxconnPath)
+	somaxconnPath = path
+	for _, c := range []struct {
+		n    int
+		warn bool
+	}{{4096, false}, {4097, true}, {65535, true}} {
+		var buf bytes.Buffer
+		if err := checkBacklog(c.n, slog.New(slog.NewTextHandler(&buf, nil))); err != nil {
+			t.Errorf("checkBacklog(%d): %v", c.n, err)
+		}
+		warned := strings.Contains(buf.String(), "above net.core.somaxconn") && strings.Contains(buf.String(), "somaxconn=4096")
+		if warned != c.warn {
+			t.Errorf("checkBacklog(%d) logged %q; want a warning naming somaxconn=4096: %v", c.n, buf.String(), c.warn)
+		}
+	}
 }

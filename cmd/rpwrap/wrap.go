@@ -7,9 +7,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 
 	"github.com/rpwrap/rpwrap/bpf"
 	"github.com/rpwrap/rpwrap/fdpass"
@@ -21,7 +23,7 @@ import (
 func runWrap(e env, args []string) int {
 	o, cmd, err := parseOptions(e, args)
 	if err != nil {
-		fmt.Fprintf(e.stderr, "rpwrap: %v\nTry 'rpwrap --help'.\n", err)
+		printError(e.stderr, "rpwrap", err.Error()+"\nTry 'rpwrap --help'.")
 		return 2
 	}
 	switch {
@@ -34,7 +36,7 @@ func runWrap(e env, args []string) int {
 	}
 	log, err := newLogger(e, o)
 	if err != nil {
-		fmt.Fprintf(e.stderr, "rpwrap: %v\n", err)
+		printError(e.stderr, "rpwrap", err.Error())
 		return 2
 	}
 	cfg, code := wrapConfig(e, o, cmd, log)
@@ -43,7 +45,7 @@ func runWrap(e env, args []string) int {
 	}
 	s, err := supervisor.New(cfg)
 	if err != nil {
-		fmt.Fprintf(e.stderr, "rpwrap: %v\n", err)
+		printError(e.stderr, "rpwrap", err.Error())
 		return 1
 	}
 	if s.Flavour() == bpf.CBPF && bpf.Flavour(o.selector) == bpf.Auto {
@@ -62,7 +64,7 @@ func runWrap(e env, args []string) int {
 // code means an error was printed and rpwrap must exit with it.
 func wrapConfig(e env, o *options, cmd []string, log *slog.Logger) (supervisor.Config, int) {
 	fail := func(code int, format string, args ...any) (supervisor.Config, int) {
-		fmt.Fprintf(e.stderr, "rpwrap: "+format+"\n", args...)
+		printError(e.stderr, "rpwrap", fmt.Sprintf(format, args...))
 		return supervisor.Config{}, code
 	}
 	if len(cmd) == 0 {
@@ -72,6 +74,13 @@ func wrapConfig(e env, o *options, cmd []string, log *slog.Logger) (supervisor.C
 		Argv: cmd, Backlog: o.backlog, ReadyTimeout: o.readyTimeout, StopTimeout: o.stopTimeout,
 		DrainTimeout: o.drainTimeout, DrainStall: o.drainStall, ShutdownAtFlip: o.shutdownAtFlip,
 		RestartOnFailure: o.restartOnFailure, Log: log,
+		MaxDraining: o.maxDraining, DrainDelay: o.drainDelay,
+	}
+	if err := checkBacklog(o.backlog, log); err != nil {
+		return fail(2, "%v", err)
+	}
+	if o.maxDraining < 1 {
+		return fail(2, "--max-draining %d: want 1 or more replaced generations that may drain at once (default 4)", o.maxDraining)
 	}
 	var err error
 	if cfg.Ready, err = supervisor.ParseReady(o.ready); err != nil {
@@ -94,14 +103,7 @@ func wrapConfig(e env, o *options, cmd []string, log *slog.Logger) (supervisor.C
 	default:
 		return fail(2, "--selector %q: want auto, ebpf or cbpf", o.selector)
 	}
-	for _, l := range o.listen {
-		spec, err := fdpass.ParseSpec(l)
-		if err != nil {
-			return fail(2, "--listen: %v", err)
-		}
-		cfg.Listen = append(cfg.Listen, spec)
-	}
-	if err := fdpass.CheckDuplicates(cfg.Listen); err != nil {
+	if cfg.Listen, err = fdpass.ParseSpecs(o.listen); err != nil {
 		return fail(2, "--listen: %v", err)
 	}
 	if cfg.Path, err = fdpass.LookPath(cmd[0]); err != nil {
@@ -140,6 +142,26 @@ func closeAll(ls []*fdpass.Listener) {
 	for _, l := range ls {
 		l.Close()
 	}
+}
+
+// somaxconnPath caps every listen(2) backlog in this network namespace.
+var somaxconnPath = "/proc/sys/net/core/somaxconn"
+
+// checkBacklog refuses a --backlog listen(2) cannot take, and warns when
+// the kernel caps it at net.core.somaxconn.
+func checkBacklog(n int, log *slog.Logger) error {
+	if n < 1 || n > math.MaxInt32 {
+		return fmt.Errorf("--backlog %d: want a number of pending connections from 1 to %d (default 4096)", n, math.MaxInt32)
+	}
+	b, err := os.ReadFile(somaxconnPath)
+	if err != nil {
+		return nil // not known here; the kernel caps it all the same
+	}
+	if max, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil && n > max {
+		log.Warn("--backlog is above net.core.somaxconn, which caps it: raise that with sysctl -w net.core.somaxconn=N for a longer queue",
+			"backlog", n, "somaxconn", max)
+	}
+	return nil
 }
 
 // runtimeDir is where rpwrap keeps its control and notify sockets:

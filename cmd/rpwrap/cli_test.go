@@ -4,6 +4,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"log/slog"
 	"net"
@@ -13,6 +14,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/rpwrap/rpwrap/internal/testutil"
 )
@@ -225,5 +227,36 @@ func TestBacklogAboveSomaxconnIsWarnedAbout(t *testing.T) {
 		if warned != c.warn {
 			t.Errorf("checkBacklog(%d) logged %q; want a warning naming somaxconn=4096: %v", c.n, buf.String(), c.warn)
 		}
+	}
+}
+
+// A first generation that never gets ready makes rpwrap exit 1, however it
+// failed: before, it gave the server's status, 3 or 1 for one that exited
+// (1 even for an exit 0), 143 or 137 for one rpwrap had to stop.
+func TestFirstGenerationNotReadyExitsOne(t *testing.T) {
+	testutil.RequireRoot(t)
+	for _, c := range []struct {
+		name   string
+		args   []string
+		reason string
+	}{
+		{"exits 3", []string{"--", "/bin/sh", "-c", "exit 3"}, "exited before it was ready (exit status 3)"},
+		{"exits 0", []string{"--ready", "notify", "--", "/bin/true"}, "exited before it was ready (exit status 0)"},
+		{"stops on TERM after the timeout", []string{"--ready", "notify", "--", "/bin/sleep", "60"}, "not ready within 1s"},
+		{"ignores TERM", []string{"--ready", "notify", "--", "/bin/sh", "-c", "trap '' TERM; sleep 60"}, "not ready within 1s"},
+		{"never accepts", []string{"--", "/bin/sleep", "60"}, "probe connection"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			dir := shortTempDir(t)
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			args := append([]string{"--listen", "127.0.0.1:0", "--ready-timeout", "1s", "--stop-timeout", "1s"}, c.args...)
+			cmd := exec.CommandContext(ctx, testBinary(t), args...)
+			cmd.Env = append(os.Environ(), asRpwrap+"=1", "RUNTIME_DIRECTORY="+dir)
+			out, _ := cmd.CombinedOutput()
+			if code := cmd.ProcessState.ExitCode(); code != 1 || !strings.Contains(string(out), c.reason) {
+				t.Errorf("exit %d, want 1 with %q; output:\n%s", code, c.reason, out)
+			}
+		})
 	}
 }

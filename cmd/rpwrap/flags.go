@@ -291,7 +291,9 @@ the one restart that runs after the current one.
 
 Exit status: the server's exit code; 128+N when signal N killed it; 127 when
 COMMAND is not found; 126 when it cannot be executed; 2 for bad flags; 1 when
-rpwrap could not start (the message says why). On SIGTERM or SIGINT it is the
+rpwrap could not start (the message says why), and 1 when the first
+generation never got ready (it exited, even with 0, failed --ready or ran out
+of --ready-timeout; the log gives its own status). On SIGTERM or SIGINT it is the
 status of the generation that receives new connections at that moment: during
 a restart, before the flip the successor is killed and the old generation is
 stopped and gives the status; after the flip the old one finishes draining,

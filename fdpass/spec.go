@@ -22,9 +22,9 @@ const resolveTimeout = 10 * time.Second
 //
 // The default Name is the network and the port joined by a dash: "tcp-8080",
 // "udp-53", "tcp-0" for port 0 (the name is fixed when parsed; resolving port 0
-// in Listen does not rename it). Two specs on the same port and network but
-// different addresses ("127.0.0.1:8080" and "[::1]:8080") get the same default
-// name; CheckDuplicates rejects that and asks for an explicit NAME= on one.
+// in Listen does not rename it). ParseSpec alone gives two specs on the same
+// port and network but different addresses ("127.0.0.1:8080" and
+// "[::1]:8080") the same default name; ParseSpecs gives them distinct ones.
 type Spec struct {
 	Name    string         // LISTEN_FDNAMES entry
 	Network string         // "tcp" or "udp"
@@ -166,6 +166,72 @@ func errOr(err error, msg string) error {
 
 func defaultName(network string, port uint16) string {
 	return network + "-" + strconv.Itoa(int(port))
+}
+
+// ParseSpecs parses every entry with ParseSpec, gives distinct default
+// names to entries without NAME= that would share one, and checks the
+// result with CheckDuplicates. The names, stable for a given list:
+//
+//   - one address on a network and port: NETWORK-PORT ("tcp-80"), whatever
+//     its family;
+//   - IPv4 and IPv6 addresses on the same network and port: the IPv4 one
+//     keeps NETWORK-PORT, the IPv6 one is NETWORK6-PORT ("tcp-80" for
+//     0.0.0.0:80, "tcp6-80" for [::]:80);
+//   - several addresses of one family on the same network and port: each
+//     of them is named with its address, IPv6 colons written as '_', since
+//     LISTEN_FDNAMES cannot carry ':' ("tcp-127.0.0.1-80",
+//     "tcp-127.0.0.2-80"; "tcp6-__1-80" for [::1]:80).
+//
+// An explicit NAME= is never changed. It fails as ParseSpec and
+// CheckDuplicates do, with the first bad entry.
+func ParseSpecs(entries []string) ([]Spec, error) {
+	specs := make([]Spec, 0, len(entries))
+	var defaulted []int
+	for _, e := range entries {
+		spec, err := ParseSpec(e)
+		if err != nil {
+			return nil, err
+		}
+		if !strings.ContainsRune(e, '=') {
+			defaulted = append(defaulted, len(specs))
+		}
+		specs = append(specs, spec)
+	}
+	rename(specs, defaulted, func(s Spec) string { return familyName(s, false) })
+	rename(specs, defaulted, func(s Spec) string { return familyName(s, true) })
+	return specs, CheckDuplicates(specs)
+}
+
+// rename gives each spec of idx whose name it shares with another one of
+// idx on a different address the name newName returns.
+func rename(specs []Spec, idx []int, newName func(Spec) string) {
+	addrs := map[string]map[netip.AddrPort]bool{}
+	for _, i := range idx {
+		n := specs[i].Name
+		if addrs[n] == nil {
+			addrs[n] = map[netip.AddrPort]bool{}
+		}
+		addrs[n][specs[i].Addr] = true
+	}
+	for _, i := range idx {
+		if len(addrs[specs[i].Name]) > 1 {
+			specs[i].Name = newName(specs[i])
+		}
+	}
+}
+
+// familyName is NETWORK-PORT for IPv4 and NETWORK6-PORT for IPv6, with the
+// address between network and port if withAddr.
+func familyName(s Spec, withAddr bool) string {
+	network := s.Network
+	if !s.Addr.Addr().Is4() {
+		network += "6"
+	}
+	if !withAddr {
+		return defaultName(network, s.Addr.Port())
+	}
+	addr := strings.ReplaceAll(s.Addr.Addr().String(), ":", "_")
+	return network + "-" + addr + "-" + strconv.Itoa(int(s.Addr.Port()))
 }
 
 // String formats s as "[NAME=]SCHEME://HOST:PORT", leaving the name out when

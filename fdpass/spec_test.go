@@ -130,3 +130,52 @@ func FuzzParseSpec(f *testing.F) {
 		}
 	})
 }
+
+func TestParseSpecsGivesDistinctAddressesDistinctDefaultNames(t *testing.T) {
+	for _, tc := range []struct {
+		in   []string
+		want []string
+	}{
+		{[]string{"127.0.0.1:80"}, []string{"tcp-80"}},
+		{[]string{"[::1]:80"}, []string{"tcp-80"}},
+		{[]string{"127.0.0.1:80", "[::1]:80"}, []string{"tcp-80", "tcp6-80"}},
+		{[]string{"[::]:80", ":80"}, []string{"tcp6-80", "tcp-80"}},
+		{[]string{"udp://:53", "udp://[::]:53", ":53"}, []string{"udp-53", "udp6-53", "tcp-53"}},
+		{[]string{"127.0.0.1:80", "127.0.0.2:80", "[::1]:80"}, []string{"tcp-127.0.0.1-80", "tcp-127.0.0.2-80", "tcp6-80"}},
+		{[]string{"[::1]:80", "[fd00::1]:80"}, []string{"tcp6-__1-80", "tcp6-fd00__1-80"}},
+		{[]string{"web=127.0.0.1:80", "[::1]:80"}, []string{"web", "tcp-80"}},
+		{[]string{"127.0.0.1:80", "[::1]:80", "127.0.0.1:81"}, []string{"tcp-80", "tcp6-80", "tcp-81"}},
+	} {
+		specs, err := ParseSpecs(tc.in)
+		if err != nil {
+			t.Errorf("ParseSpecs(%q): %v", tc.in, err)
+			continue
+		}
+		var got []string
+		for _, s := range specs {
+			got = append(got, s.Name)
+			if again, err := ParseSpec(s.String()); err != nil || again != s {
+				t.Errorf("ParseSpec(%q) = %+v, %v; want %+v", s.String(), again, err, s)
+			}
+		}
+		if strings.Join(got, " ") != strings.Join(tc.want, " ") {
+			t.Errorf("ParseSpecs(%q) names %q, want %q", tc.in, got, tc.want)
+		}
+	}
+}
+
+func TestParseSpecsKeepsRefusingRepeatsAndExplicitNameClashes(t *testing.T) {
+	for _, tc := range []struct {
+		in   []string
+		want string
+	}{
+		{[]string{"127.0.0.1:80", "127.0.0.1:80"}, "given twice"},
+		{[]string{"a=127.0.0.1:80", "a=[::1]:80"}, `listener name "a" given twice`},
+		{[]string{"tcp6-80=127.0.0.1:81", "127.0.0.1:80", "[::1]:80"}, `listener name "tcp6-80" given twice`},
+		{[]string{"127.0.0.1:80", "nope"}, `parse listen address "nope"`},
+	} {
+		if _, err := ParseSpecs(tc.in); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("ParseSpecs(%q) error %v, want one containing %q", tc.in, err, tc.want)
+		}
+	}
+}

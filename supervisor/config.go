@@ -40,7 +40,6 @@ type Config struct {
 	// ShutdownAtFlip shuts the predecessor's sockets down right after the
 	// flip, so their queues migrate at once, instead of after the drain.
 	ShutdownAtFlip bool
-
 	// DrainDelay is how long after the flip the predecessor keeps
 	// running untouched before the drain begins and it gets the stop
 	// signal: for servers whose graceful stop drops a request read at the

@@ -65,16 +65,19 @@ type controlServer struct {
 }
 
 // listenControl creates the control socket at path: mode 0600 in a
-// directory of mode 0700 (created if missing). It refuses to replace the
-// socket of another rpwrap that still answers.
+// directory that only rpwrap's user can write (CheckPrivateDir; created with
+// mode 0700 if missing). It refuses to replace the socket of another rpwrap
+// that still answers, and a file there that is not a socket.
 func listenControl(path string, s *Supervisor) (*controlServer, error) {
-	dir := filepath.Dir(path)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, fmt.Errorf("create control directory: %w", err)
+	if err := CheckPrivateDir(filepath.Dir(path)); err != nil {
+		return nil, fmt.Errorf("control socket %s: %w", path, err)
 	}
 	if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
 		c.Close()
 		return nil, fmt.Errorf("control socket %s is in use by another rpwrap: give this one its own with --control PATH", path)
+	}
+	if fi, err := os.Lstat(path); err == nil && fi.Mode().Type() != os.ModeSocket {
+		return nil, fmt.Errorf("control socket %s: a file that is not a socket is in the way (mode %v): remove it or give --control another PATH", path, fi.Mode())
 	}
 	os.Remove(path) // a stale socket of an rpwrap that is gone
 	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
@@ -249,27 +252,61 @@ func (l *limitReader) Read(p []byte) (int, error) {
 }
 
 // Call sends one request to the control socket at path and returns the
-// response. It fails when no rpwrap listens there, with a message that
-// names the path.
+// response. It waits for the answer until ctx is done: a restart takes as
+// long as the server needs to get ready, after the restarts queued before
+// it. It fails, naming the path, when no rpwrap listens there, when ctx is
+// done first (the error wraps ctx.Err(); the request, if sent, is still
+// carried out), and at once when the rpwrap that listens there is stopped
+// (SIGSTOP), which it checks every second.
 func Call(ctx context.Context, path string, req Request) (Response, error) {
 	var d net.Dialer
-	conn, err := d.DialContext(ctx, "unix", path)
+	c, err := d.DialContext(ctx, "unix", path)
 	if err != nil {
-		if errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ECONNREFUSED) {
+		switch {
+		case errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ECONNREFUSED):
 			return Response{}, fmt.Errorf("no rpwrap answers on %s (is it running? is --control the same?): %w", path, err)
+		case errors.Is(err, syscall.EAGAIN):
+			return Response{}, fmt.Errorf("rpwrap at %s accepts no more connections (its queue is full): is it stopped (kill -STOP) or hung? %w", path, err)
 		}
 		return Response{}, fmt.Errorf("connect to rpwrap at %s: %w", path, err)
 	}
+	conn := c.(*net.UnixConn)
 	defer conn.Close()
-	if dl, ok := ctx.Deadline(); ok {
-		conn.SetDeadline(dl)
+	pid := peerPid(conn)
+	if err := stoppedError(path, pid); err != nil {
+		return Response{}, err
 	}
-	if err := json.NewEncoder(conn).Encode(req); err != nil {
-		return Response{}, fmt.Errorf("send to rpwrap at %s: %w", path, err)
+	var stopped error
+	done, watched := make(chan struct{}), make(chan struct{})
+	go func() { // the only writer of stopped, read after watched closes
+		defer close(watched)
+		tick := time.NewTicker(time.Second)
+		defer tick.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-ctx.Done():
+				conn.SetDeadline(time.Now())
+				return
+			case <-tick.C:
+				if stopped = stoppedError(path, pid); stopped != nil {
+					conn.SetDeadline(time.Now())
+					return
+				}
+			}
+		}
+	}()
+	resp, err := exchange(conn, req)
+	close(done)
+	<-watched
+	switch {
+	case err == nil:
+		return resp, nil
+	case stopped != nil:
+		return Response{}, stopped
+	case ctx.Err() != nil:
+		return Response{}, fmt.Errorf("no answer from rpwrap at %s (pid %d) in time: %w", path, pid, ctx.Err())
 	}
-	var resp Response
-	if err := json.NewDecoder(conn).Decode(&resp); err != nil {
-		return Response{}, fmt.Errorf("read answer of rpwrap at %s: %w", path, err)
-	}
-	return resp, nil
+	return Response{}, fmt.Errorf("talk to rpwrap at %s (pid %d): %w", path, pid, err)
 }

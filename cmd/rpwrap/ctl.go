@@ -5,6 +5,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -17,69 +18,224 @@ import (
 const ctlUsage = `Usage: rpwrap ctl [--control PATH] [--json] [--timeout DURATION] COMMAND
 
 Commands:
-  restart   start a new generation, flip to it once ready, drain the old one;
-            waits until it is done: exit 0 on success, 1 with the reason when
-            the restart was rolled back (the old generation keeps serving)
+  restart [--wait]   start a new generation and flip to it once it is ready.
+            It answers at the flip, once the new generation serves: exit 0,
+            or exit 1 with the reason when the restart was rolled back (the
+            old generation keeps serving). The old generation then drains in
+            the background. A restart asked for during another one waits for
+            it and runs next (ctl says so on stderr after a second).
+            --wait  answer only once the old generation has drained too
   status    generations with pid, state, start time and accept-queue depth
+
+Flags (before or after the command):
+  --control PATH      the control socket of the rpwrap to talk to (default as
+                      rpwrap's own --control)  [RPWRAP_CONTROL]
+  --json              print the answer as JSON
+  --timeout DURATION  give up waiting for the answer after DURATION (default
+                      10s for status, none for restart). A restart given up on
+                      is not cancelled: rpwrap goes on with it.
 
 Examples:
   $ rpwrap ctl restart
+  $ rpwrap ctl restart --wait
   $ rpwrap ctl --json status
   ExecReload=/usr/local/bin/rpwrap ctl restart      (systemd)
 `
 
+// ctlCommands are the commands `rpwrap ctl` knows.
+var ctlCommands = []string{"restart", "status"}
+
+// statusTimeout bounds `ctl status` unless --timeout says otherwise: the
+// answer is a snapshot and takes milliseconds.
+const statusTimeout = 10 * time.Second
+
+// waitNotice is how long ctl waits for an answer before it says why.
+const waitNotice = time.Second
+
+type ctlOptions struct {
+	control string
+	asJSON  bool
+	wait    bool
+	timeout time.Duration
+	help    bool
+	command string
+}
+
 // runCtl is `rpwrap ctl COMMAND`.
 func runCtl(e env, args []string) int {
-	fs := flag.NewFlagSet("rpwrap ctl", flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
-	control := fs.String("control", e.getenv("RPWRAP_CONTROL"), "")
-	asJSON := fs.Bool("json", false, "")
-	timeout := fs.Duration("timeout", 10*time.Minute, "")
-	help := fs.Bool("help", false, "")
-	fs.BoolVar(help, "h", false, "")
-	// Flags may come before or after the command: ctl --json status, ctl status --json.
-	err := fs.Parse(args)
-	var command string
-	if err == nil && fs.NArg() > 0 {
-		command = fs.Arg(0)
-		err = fs.Parse(fs.Args()[1:])
-	}
+	o, err := parseCtl(e, args)
 	if err != nil {
-		fmt.Fprintf(e.stderr, "rpwrap ctl: %v\n%s", err, ctlUsage)
+		printError(e.stderr, "rpwrap ctl", err.Error())
 		return 2
 	}
-	if *help {
+	if o.help {
 		fmt.Fprint(e.stdout, ctlUsage)
 		return 0
 	}
-	if fs.NArg() != 0 || (command != "restart" && command != "status") {
-		fmt.Fprint(e.stderr, ctlUsage)
-		return 2
-	}
-	path := *control
+	path := o.control
 	if path == "" {
 		path = filepath.Join(runtimeDir(e), "rpwrap.sock")
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
-	defer cancel()
-	resp, err := supervisor.Call(ctx, path, supervisor.Request{Command: command})
+	resp, err := callCtl(e, o, path)
 	if err != nil {
-		fmt.Fprintf(e.stderr, "rpwrap ctl: %v\n", err)
+		printError(e.stderr, "rpwrap ctl", err.Error())
 		return 1
 	}
-	if *asJSON {
-		enc := json.NewEncoder(e.stdout)
-		enc.SetIndent("", "  ")
-		enc.Encode(resp)
-	} else if resp.Status != nil {
-		resp.Status.Write(e.stdout)
-	} else if r := resp.Restart; r != nil && resp.OK {
-		fmt.Fprintf(e.stdout, "restarted: generation %d (pid %d) ready in %s, flipped %s after the trigger, old generation drained in %s\n",
-			r.Generation, r.Pid, r.Ready.Round(time.Millisecond), r.ToFlip.Round(time.Millisecond), r.Drain.Round(time.Millisecond))
-	}
+	printAnswer(e, o, resp)
 	if !resp.OK {
-		fmt.Fprintf(e.stderr, "rpwrap ctl %s: %s\n", command, resp.Error)
+		printError(e.stderr, "rpwrap ctl "+o.command, resp.Error)
 		return 1
 	}
 	return 0
+}
+
+// parseCtl reads ctl's flags, which may come before or after the command
+// (ctl --json status, ctl status --json), and checks the command.
+func parseCtl(e env, args []string) (*ctlOptions, error) {
+	o := &ctlOptions{}
+	fs := flag.NewFlagSet("rpwrap ctl", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	fs.StringVar(&o.control, "control", e.getenv("RPWRAP_CONTROL"), "")
+	fs.BoolVar(&o.asJSON, "json", false, "")
+	fs.BoolVar(&o.wait, "wait", false, "")
+	durationVar(fs, &o.timeout, "timeout", 0)
+	fs.BoolVar(&o.help, "help", false, "")
+	fs.BoolVar(&o.help, "h", false, "")
+	err := fs.Parse(args)
+	if err == nil && fs.NArg() > 0 {
+		o.command = fs.Arg(0)
+		err = fs.Parse(fs.Args()[1:])
+	}
+	switch {
+	case err != nil:
+		return nil, fmt.Errorf("%v\nTry 'rpwrap ctl --help'.", flagError(err))
+	case o.help:
+		return o, nil
+	case o.command == "":
+		return nil, errors.New("no command: give restart or status\nTry 'rpwrap ctl --help'.")
+	case fs.NArg() != 0:
+		return nil, fmt.Errorf("unexpected argument %q after %s\nTry 'rpwrap ctl --help'.", fs.Arg(0), o.command)
+	case o.wait && o.command != "restart":
+		return nil, fmt.Errorf("--wait is for restart, not %s", o.command)
+	}
+	for _, c := range ctlCommands {
+		if o.command == c {
+			return o, nil
+		}
+	}
+	if near := nearest(o.command, ctlCommands); near != "" {
+		return nil, fmt.Errorf("unknown command %q; did you mean %s?", o.command, near)
+	}
+	return nil, fmt.Errorf("unknown command %q: want restart or status\nTry 'rpwrap ctl --help'.", o.command)
+}
+
+// callCtl sends o's request to path. While a restart takes more than
+// waitNotice it says on stderr what it waits for.
+func callCtl(e env, o *ctlOptions, path string) (supervisor.Response, error) {
+	limit := o.timeout
+	if limit == 0 && o.command == "status" {
+		limit = statusTimeout
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	if limit > 0 {
+		ctx, cancel = context.WithTimeout(context.Background(), limit)
+	}
+	defer cancel()
+	done, noticed := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(noticed)
+		select {
+		case <-done:
+		case <-time.After(waitNotice):
+			if o.command == "restart" {
+				fmt.Fprintf(e.stderr, "rpwrap ctl: %s\n", waitingFor(path, o.wait))
+			}
+		}
+	}()
+	resp, err := supervisor.Call(ctx, path, supervisor.Request{Command: o.command, Wait: o.wait})
+	close(done)
+	<-noticed
+	if err != nil && errors.Is(err, context.DeadlineExceeded) {
+		err = fmt.Errorf("%w; gave up after %s (--timeout)", err, limit)
+		if o.command == "restart" {
+			err = fmt.Errorf("%w: the restart is not cancelled, rpwrap goes on with it (see rpwrap ctl status)", err)
+		}
+	}
+	return resp, err
+}
+
+// waitingFor says what a restart that has not answered yet waits for,
+// from a status snapshot of the rpwrap at path.
+func waitingFor(path string, wait bool) string {
+	const unknown = "waiting for rpwrap to finish the restart in progress (this restart runs after it)"
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	resp, err := supervisor.Call(ctx, path, supervisor.Request{Command: "status"})
+	if err != nil || resp.Status == nil {
+		return unknown
+	}
+	for _, g := range resp.Status.Generations {
+		if g.State == supervisor.StateStarting || g.State == supervisor.StateReady {
+			return fmt.Sprintf("waiting for the restart in progress: generation %d (pid %d) has been %s for %s; a restart asked for meanwhile runs after it",
+				g.Generation, g.Pid, g.State, time.Since(g.Started).Round(100*time.Millisecond))
+		}
+	}
+	for _, g := range resp.Status.Generations {
+		if wait && g.State == supervisor.StateDraining {
+			return fmt.Sprintf("waiting for generation %d (pid %d) to finish draining (--wait)", g.Generation, g.Pid)
+		}
+	}
+	return unknown
+}
+
+// printAnswer writes resp to stdout, as JSON or for a human.
+func printAnswer(e env, o *ctlOptions, resp supervisor.Response) {
+	switch r := resp.Restart; {
+	case o.asJSON:
+		enc := json.NewEncoder(e.stdout)
+		enc.SetIndent("", "  ")
+		enc.Encode(resp)
+	case resp.Status != nil:
+		resp.Status.Write(e.stdout)
+	case r != nil && resp.OK:
+		fmt.Fprintf(e.stdout, "restarted: generation %d (pid %d) ready in %s, flipped %s after the trigger, old generation drained in %s\n",
+			r.Generation, r.Pid, r.Ready.Round(time.Millisecond), r.ToFlip.Round(time.Millisecond), r.Drain.Round(time.Millisecond))
+	}
+}
+
+// nearest is the word of words within two edits of w (an adjacent
+// transposition counts as one), or "".
+func nearest(w string, words []string) string {
+	best, bestD := "", 3
+	for _, c := range words {
+		if d := editDistance(w, c); d < bestD {
+			best, bestD = c, d
+		}
+	}
+	return best
+}
+
+// editDistance is the optimal string alignment distance of a and b.
+func editDistance(a, b string) int {
+	d := make([][]int, len(a)+1)
+	for i := range d {
+		d[i] = make([]int, len(b)+1)
+		d[i][0] = i
+	}
+	for j := range d[0] {
+		d[0][j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			d[i][j] = min(d[i-1][j]+1, d[i][j-1]+1, d[i-1][j-1]+cost)
+			if i > 1 && j > 1 && a[i-1] == b[j-2] && a[i-2] == b[j-1] {
+				d[i][j] = min(d[i][j], d[i-2][j-2]+1)
+			}
+		}
+	}
+	return d[len(a)][len(b)]
 }

@@ -3,9 +3,12 @@
 package main
 
 import (
+	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"regexp"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -22,6 +25,8 @@ type options struct {
 	stopTimeout      time.Duration
 	drainTimeout     time.Duration
 	drainStall       time.Duration
+	drainDelay       time.Duration
+	maxDraining      int
 	shutdownAtFlip   bool
 	restartOnFailure bool
 	backlog          int
@@ -47,12 +52,14 @@ func newFlagSet(o *options, out io.Writer) *flag.FlagSet {
 	fs.StringVar(&o.pass, "pass", "listen-fds", "")
 	fs.StringVar(&o.selector, "selector", "auto", "")
 	fs.StringVar(&o.ready, "ready", "accept", "")
-	fs.DurationVar(&o.readyTimeout, "ready-timeout", 60*time.Second, "")
+	durationVar(fs, &o.readyTimeout, "ready-timeout", 60*time.Second)
 	fs.StringVar(&o.stopSignal, "stop-signal", "TERM", "")
 	fs.StringVar(&o.stopSignal, "s", "TERM", "")
-	fs.DurationVar(&o.stopTimeout, "stop-timeout", 30*time.Second, "")
-	fs.DurationVar(&o.drainTimeout, "drain-timeout", 30*time.Second, "")
-	fs.DurationVar(&o.drainStall, "drain-stall", 500*time.Millisecond, "")
+	durationVar(fs, &o.stopTimeout, "stop-timeout", 30*time.Second)
+	durationVar(fs, &o.drainTimeout, "drain-timeout", 30*time.Second)
+	durationVar(fs, &o.drainStall, "drain-stall", 500*time.Millisecond)
+	durationVar(fs, &o.drainDelay, "drain-delay", 0)
+	fs.IntVar(&o.maxDraining, "max-draining", 4, "")
 	fs.BoolVar(&o.shutdownAtFlip, "shutdown-at-flip", false, "")
 	fs.BoolVar(&o.restartOnFailure, "restart-on-failure", false, "")
 	fs.IntVar(&o.backlog, "backlog", 4096, "")
@@ -64,6 +71,40 @@ func newFlagSet(o *options, out io.Writer) *flag.FlagSet {
 	fs.BoolVar(&o.help, "h", false, "")
 	fs.Usage = func() {}
 	return fs
+}
+
+// durationValue is a duration flag that refuses negative durations and,
+// unlike flag.Duration, says how to write one: "5" gets "want 5s or 5ms".
+type durationValue time.Duration
+
+func durationVar(fs *flag.FlagSet, p *time.Duration, name string, def time.Duration) {
+	*p = def
+	fs.Var((*durationValue)(p), name, "")
+}
+
+func (d *durationValue) String() string { return time.Duration(*d).String() }
+
+func (d *durationValue) Set(s string) error {
+	v, err := parseDuration(s)
+	if err == nil {
+		*d = durationValue(v)
+	}
+	return err
+}
+
+// parseDuration is time.ParseDuration with errors that show the forms.
+func parseDuration(s string) (time.Duration, error) {
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		if _, nerr := strconv.ParseFloat(s, 64); nerr == nil {
+			return 0, fmt.Errorf("a duration needs a unit: %ss for seconds, %sms for milliseconds", s, s)
+		}
+		return 0, errors.New("not a duration: write a number with a unit, e.g. 5s, 500ms, 2m or 1m30s")
+	}
+	if v < 0 {
+		return 0, errors.New("a duration must not be negative")
+	}
+	return v, nil
 }
 
 // envName is the environment variable that sets flag name.
@@ -102,9 +143,40 @@ func parseOptions(e env, args []string) (*options, []string, error) {
 		o.listen = nil // the command line replaces the environment's list
 	}
 	if err := fs.Parse(args); err != nil {
-		return nil, nil, err
+		return nil, nil, flagError(err)
 	}
 	return o, fs.Args(), nil
+}
+
+var flagErrorForms = []struct {
+	re  *regexp.Regexp
+	out string
+}{
+	{regexp.MustCompile(`^invalid value ("(?:[^"\\]|\\.)*") for flag -([^:]+): `), "--$2 $1: "},
+	{regexp.MustCompile(`^invalid boolean value ("(?:[^"\\]|\\.)*") for -([^:]+): `), "--$2 $1: "},
+	{regexp.MustCompile(`^flag provided but not defined: -+(.*)$`), "unknown flag --$1"},
+	{regexp.MustCompile(`^flag needs an argument: -+(.*)$`), "--$1 needs a value"},
+}
+
+// flagError rewrites the flag package's messages in the GNU form the help
+// text uses: `--ready-timeout "5": ...` instead of `invalid value "5" for
+// flag -ready-timeout: ...`.
+func flagError(err error) error {
+	msg := err.Error()
+	for i, f := range flagErrorForms {
+		if !f.re.MatchString(msg) {
+			continue
+		}
+		msg = f.re.ReplaceAllString(msg, f.out)
+		if rest, ok := strings.CutSuffix(msg, ": parse error"); ok {
+			msg = rest + ": want a whole number"
+			if i == 1 {
+				msg = rest + ": want true or false"
+			}
+		}
+		return errors.New(msg)
+	}
+	return err
 }
 
 // hasFlag reports whether args, up to "--", set one of the named flags.
@@ -126,7 +198,7 @@ const usage = `rpwrap — zero-downtime restarts for any Linux network server
 
 Usage:
   rpwrap [FLAGS] -- COMMAND [ARGS...]    run COMMAND on sockets rpwrap owns
-  rpwrap ctl restart|status [--json]     control a running rpwrap
+  rpwrap ctl restart|status [--json]     control a running rpwrap (rpwrap ctl --help)
   rpwrap demo [FLAGS]                    restarts under load, on a built-in server
   rpwrap --version
 
@@ -142,7 +214,7 @@ old process keeps serving.
 
 Run it from a shell:
   rpwrap --listen :8080 -- ./myserver
-  kill -HUP $(pidof rpwrap)          # or: rpwrap ctl restart
+  rpwrap ctl restart                 # from another shell, as the same user
 
 Run it from systemd (rpwrap stays MAINPID; 'systemctl reload' restarts the
 server and fails when the restart was rolled back):
@@ -165,7 +237,10 @@ Flags (each also from the environment variable in brackets):
   -l, --listen [NAME=][tcp://|udp://]ADDR   [RPWRAP_LISTEN, comma-separated]
         address to listen on, repeatable: :80, 127.0.0.1:8080, [::]:443,
         udp://:53. NAME is its LISTEN_FDNAMES entry; default NETWORK-PORT
-        (tcp-8080). Port 0 picks a free port once, kept for every generation.
+        (tcp-8080). When IPv4 and IPv6 addresses share a port, the IPv6 one
+        is NETWORK6-PORT (tcp6-8080); several addresses of one family on a
+        port are named with the address (tcp-127.0.0.1-8080, tcp6-__1-8080).
+        Port 0 picks a free port once, kept for every generation.
   --pass ROUTE           how the server receives its sockets (default listen-fds)  [RPWRAP_PASS]
         listen-fds  LISTEN_FDS/LISTEN_FDNAMES/LISTEN_PID, fds from 3 (sd_listen_fds(3))
         nginx       also NGINX="3;4;..." (nginx's inherited sockets)
@@ -180,18 +255,29 @@ Flags (each also from the environment variable in brackets):
         exec:CMD        sh -c CMD exits 0 (retried every 200ms; $RPWRAP_PID is set)
         delay:DURATION  DURATION has passed
   --ready-timeout DURATION   roll back a generation not ready by then (default 60s)  [RPWRAP_READY_TIMEOUT]
+                             (every DURATION takes a unit: 500ms, 5s, 2m, 1m30s)
   -s, --stop-signal SIGNAL   graceful stop signal (default TERM; WINCH for Apache, QUIT for nginx)  [RPWRAP_STOP_SIGNAL]
   --stop-timeout DURATION    on SIGTERM/SIGINT to rpwrap: SIGKILL the server after (default 30s)  [RPWRAP_STOP_TIMEOUT]
   --drain-timeout DURATION   on restart: SIGKILL the old generation after (default 30s)  [RPWRAP_DRAIN_TIMEOUT]
   --drain-stall DURATION     an old accept queue that does not shrink for this long means the old
                              generation hangs: its queue is handed to the new one (default 500ms)  [RPWRAP_DRAIN_STALL]
+  --drain-delay DURATION     after the flip, wait this long before sending the old generation its
+                             stop signal (default 0), for servers whose graceful stop drops a
+                             request it reads at that moment: Go's net/http Shutdown, Python's
+                             http.server (try 1s)  [RPWRAP_DRAIN_DELAY]
+  --max-draining N           how many replaced generations may drain at once (default 4); a
+                             restart that would exceed it stops the oldest draining one first  [RPWRAP_MAX_DRAINING]
   --shutdown-at-flip         shutdown(2) the old sockets right at the flip instead of after the
                              drain (default off: servers log errors when accept() fails)  [RPWRAP_SHUTDOWN_AT_FLIP]
   --restart-on-failure       when the serving generation dies, start a new one on the same
                              sockets with backoff, instead of exiting with its status  [RPWRAP_RESTART_ON_FAILURE]
-  --backlog N                listen(2) backlog, the same for every generation (default 4096)  [RPWRAP_BACKLOG]
+  --backlog N                listen(2) backlog, the same for every generation (default 4096; the
+                             kernel caps it at net.core.somaxconn)  [RPWRAP_BACKLOG]
   --control PATH             control socket (default $RUNTIME_DIRECTORY/rpwrap.sock, else
-                             /run/rpwrap/rpwrap.sock as root, else $XDG_RUNTIME_DIR/rpwrap/rpwrap.sock)  [RPWRAP_CONTROL]
+                             /run/rpwrap/rpwrap.sock as root, else $XDG_RUNTIME_DIR/rpwrap/rpwrap.sock,
+                             else /tmp/rpwrap-UID/rpwrap.sock); its directory, and the runtime
+                             directory, must belong to rpwrap's user (or root) and must not be
+                             writable by group or others  [RPWRAP_CONTROL]
   --log-format text|json     (default text)  [RPWRAP_LOG_FORMAT]
   --log-level debug|info|warn|error   (default info)  [RPWRAP_LOG_LEVEL]
   --version                  print the version
@@ -205,7 +291,9 @@ the one restart that runs after the current one.
 
 Exit status: the server's exit code; 128+N when signal N killed it; 127 when
 COMMAND is not found; 126 when it cannot be executed; 2 for bad flags; 1 when
-rpwrap could not start (the message says why). On SIGTERM or SIGINT it is the
+rpwrap could not start (the message says why), and 1 when the first
+generation never got ready (it exited, even with 0, failed --ready or ran out
+of --ready-timeout; the log gives its own status). On SIGTERM or SIGINT it is the
 status of the generation that receives new connections at that moment: during
 a restart, before the flip the successor is killed and the old generation is
 stopped and gives the status; after the flip the old one finishes draining,

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 
 	"github.com/rpwrap/rpwrap/fdpass"
 )
@@ -47,4 +48,11 @@ func run(e env, args []string) int {
 		}
 	}
 	return runWrap(e, args)
+}
+
+// printError writes "PREFIX: MSG" to w, once: a message that already
+// starts with "rpwrap: " (fdpass.CommandError carries it, for the exec
+// shim, which prints it alone) does not get a second one.
+func printError(w io.Writer, prefix, msg string) {
+	fmt.Fprintf(w, "%s: %s\n", prefix, strings.TrimPrefix(msg, "rpwrap: "))
 }

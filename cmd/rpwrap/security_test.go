@@ -4,6 +4,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"io"
 	"net"
 	"os"
@@ -15,6 +16,7 @@ import (
 	"sync/atomic"
 	"syscall"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -236,4 +238,90 @@ func procUID(t *testing.T, pid int) string {
 		}
 	}
 	return ""
+}
+
+// Without RUNTIME_DIRECTORY and XDG_RUNTIME_DIR an unprivileged rpwrap keeps
+// its sockets in $TMPDIR/rpwrap-UID, a name anyone can create first. It
+// refuses that directory when another user made it, when group or others
+// can write it, or when it is a symbolic link, and says which path, owner
+// and mode; a --control directory gets the same check. A missing one it
+// creates with mode 0700.
+func TestRuntimeDirectoryOthersCanWriteIsRefused(t *testing.T) {
+	testutil.RequireRoot(t)
+	exe := publicCopy(t)
+	const uid = 12345 // rpwrap's user here; no passwd entry needed
+	tmp := shortTempDir(t)
+	if err := os.Chmod(tmp, 0o1777); err != nil { // like /tmp
+		t.Fatal(err)
+	}
+	dir := filepath.Join(tmp, "rpwrap-"+itoa(uid))
+	as := func(id int, args ...string) {
+		t.Helper()
+		cmd := exec.Command(args[0], args[1:]...)
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(id), Gid: uint32(id)}}
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("%v as uid %d: %v %s", args, id, err, out)
+		}
+	}
+	cases := []struct {
+		name    string
+		prepare func()
+		extra   []string
+		want    []string
+	}{
+		{"another user's directory of mode 0777", func() { as(nobody, "mkdir", "-m", "0777", dir) }, nil,
+			[]string{"runtime directory", dir, "belongs to uid 65534, not to uid 12345", "mode 0777"}},
+		{"own directory of mode 0777", func() { as(uid, "mkdir", "-m", "0777", dir) }, nil,
+			[]string{"runtime directory", dir, "has mode 0777", "chmod go-w " + dir}},
+		{"another user's symbolic link", func() { as(nobody, "ln", "-s", filepath.Join(tmp, "elsewhere"), dir) }, nil,
+			[]string{dir, "is a symbolic link (to " + filepath.Join(tmp, "elsewhere") + ")"}},
+		{"shared --control directory", func() {
+			as(uid, "mkdir", "-m", "0700", dir)
+			as(nobody, "mkdir", "-m", "0777", filepath.Join(tmp, "shared"))
+		}, []string{"--control", filepath.Join(tmp, "shared", "ctl.sock")},
+			[]string{"control socket " + filepath.Join(tmp, "shared", "ctl.sock"), "belongs to uid 65534"}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			os.RemoveAll(dir)
+			os.RemoveAll(filepath.Join(tmp, "shared"))
+			c.prepare()
+			code, out := runAsUser(t, exe, uid, tmp, append(c.extra, "--listen", "127.0.0.1:0", "--ready", "none", "--", "/bin/true")...)
+			if code != 1 {
+				t.Errorf("exit %d, want 1; output %q", code, out)
+			}
+			for _, w := range c.want {
+				if !strings.Contains(out, w) {
+					t.Errorf("output %q lacks %q", out, w)
+				}
+			}
+		})
+	}
+	t.Run("missing directory", func(t *testing.T) {
+		os.RemoveAll(dir)
+		code, out := runAsUser(t, exe, uid, tmp, "--listen", "127.0.0.1:0", "--ready", "none", "--", "/bin/true")
+		fi, err := os.Lstat(dir)
+		if err != nil || !fi.IsDir() || fi.Mode().Perm() != 0o700 || fi.Sys().(*syscall.Stat_t).Uid != uid || strings.Contains(out, "directory") {
+			t.Errorf("exit %d, %s: %v %v; want a directory of mode 0700 owned by %d, accepted; output %q", code, dir, fi, err, uid, out)
+		}
+	})
+}
+
+// runAsUser runs exe as rpwrap with args as uid, with TMPDIR=tmp and
+// neither RUNTIME_DIRECTORY nor XDG_RUNTIME_DIR, and returns its exit
+// status and output.
+func runAsUser(t *testing.T, exe string, uid int, tmp string, args ...string) (int, string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, exe, args...)
+	for _, kv := range os.Environ() {
+		if k, _, _ := strings.Cut(kv, "="); k != "RUNTIME_DIRECTORY" && k != "XDG_RUNTIME_DIR" && k != "TMPDIR" && k != "NOTIFY_SOCKET" {
+			cmd.Env = append(cmd.Env, kv)
+		}
+	}
+	cmd.Env = append(cmd.Env, asRpwrap+"=1", "TMPDIR="+tmp)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(uid), Gid: uint32(uid)}}
+	out, _ := cmd.CombinedOutput()
+	return cmd.ProcessState.ExitCode(), string(out)
 }

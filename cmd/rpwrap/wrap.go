@@ -7,9 +7,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"strconv"
+	"strings"
+	"syscall"
 
 	"github.com/rpwrap/rpwrap/bpf"
 	"github.com/rpwrap/rpwrap/fdpass"
@@ -21,7 +25,7 @@ import (
 func runWrap(e env, args []string) int {
 	o, cmd, err := parseOptions(e, args)
 	if err != nil {
-		fmt.Fprintf(e.stderr, "rpwrap: %v\nTry 'rpwrap --help'.\n", err)
+		printError(e.stderr, "rpwrap", err.Error()+"\nTry 'rpwrap --help'.")
 		return 2
 	}
 	switch {
@@ -34,7 +38,7 @@ func runWrap(e env, args []string) int {
 	}
 	log, err := newLogger(e, o)
 	if err != nil {
-		fmt.Fprintf(e.stderr, "rpwrap: %v\n", err)
+		printError(e.stderr, "rpwrap", err.Error())
 		return 2
 	}
 	cfg, code := wrapConfig(e, o, cmd, log)
@@ -43,7 +47,7 @@ func runWrap(e env, args []string) int {
 	}
 	s, err := supervisor.New(cfg)
 	if err != nil {
-		fmt.Fprintf(e.stderr, "rpwrap: %v\n", err)
+		printError(e.stderr, "rpwrap", err.Error())
 		return 1
 	}
 	if s.Flavour() == bpf.CBPF && bpf.Flavour(o.selector) == bpf.Auto {
@@ -55,14 +59,40 @@ func runWrap(e env, args []string) int {
 	if cfg.Notifier != nil {
 		go cfg.Notifier.Watchdog(ctx)
 	}
-	return s.Run(ctx)
+	stop := make(chan os.Signal, 1) // observed only; the supervisor acts on them
+	signal.Notify(stop, syscall.SIGTERM, syscall.SIGINT)
+	defer signal.Stop(stop)
+	return startStatus(s.Run(ctx), s.Ready(), stop)
+}
+
+// exitNotReady is rpwrap's status when its first generation never got
+// ready: it exited, failed its readiness check or ran out of
+// --ready-timeout. The log says which and with what status.
+const exitNotReady = 1
+
+// startStatus is rpwrap's exit status for Run's code: code itself, unless
+// the first generation never got ready, and rpwrap was not told to stop
+// meanwhile. Then it is exitNotReady, not the status of a server that
+// rpwrap may have had to stop (143, 137), or that exited 0 or 3.
+func startStatus(code int, ready <-chan struct{}, stop <-chan os.Signal) int {
+	select {
+	case <-ready:
+		return code
+	case <-stop:
+		return code
+	default:
+		if code == 126 || code == 127 {
+			return code // the exec shim could not run the command
+		}
+		return exitNotReady
+	}
 }
 
 // wrapConfig turns options into a supervisor configuration. A non-zero
 // code means an error was printed and rpwrap must exit with it.
 func wrapConfig(e env, o *options, cmd []string, log *slog.Logger) (supervisor.Config, int) {
 	fail := func(code int, format string, args ...any) (supervisor.Config, int) {
-		fmt.Fprintf(e.stderr, "rpwrap: "+format+"\n", args...)
+		printError(e.stderr, "rpwrap", fmt.Sprintf(format, args...))
 		return supervisor.Config{}, code
 	}
 	if len(cmd) == 0 {
@@ -72,6 +102,13 @@ func wrapConfig(e env, o *options, cmd []string, log *slog.Logger) (supervisor.C
 		Argv: cmd, Backlog: o.backlog, ReadyTimeout: o.readyTimeout, StopTimeout: o.stopTimeout,
 		DrainTimeout: o.drainTimeout, DrainStall: o.drainStall, ShutdownAtFlip: o.shutdownAtFlip,
 		RestartOnFailure: o.restartOnFailure, Log: log,
+		MaxDraining: o.maxDraining, DrainDelay: o.drainDelay,
+	}
+	if err := checkBacklog(o.backlog, log); err != nil {
+		return fail(2, "%v", err)
+	}
+	if o.maxDraining < 1 {
+		return fail(2, "--max-draining %d: want 1 or more replaced generations that may drain at once (default 4)", o.maxDraining)
 	}
 	var err error
 	if cfg.Ready, err = supervisor.ParseReady(o.ready); err != nil {
@@ -94,14 +131,7 @@ func wrapConfig(e env, o *options, cmd []string, log *slog.Logger) (supervisor.C
 	default:
 		return fail(2, "--selector %q: want auto, ebpf or cbpf", o.selector)
 	}
-	for _, l := range o.listen {
-		spec, err := fdpass.ParseSpec(l)
-		if err != nil {
-			return fail(2, "--listen: %v", err)
-		}
-		cfg.Listen = append(cfg.Listen, spec)
-	}
-	if err := fdpass.CheckDuplicates(cfg.Listen); err != nil {
+	if cfg.Listen, err = fdpass.ParseSpecs(o.listen); err != nil {
 		return fail(2, "--listen: %v", err)
 	}
 	if cfg.Path, err = fdpass.LookPath(cmd[0]); err != nil {
@@ -125,6 +155,10 @@ func wrapConfig(e env, o *options, cmd []string, log *slog.Logger) (supervisor.C
 	cfg.Notifier = systemd.NewNotifier() // unsets NOTIFY_SOCKET: children get their own
 	cfg.Env = os.Environ()
 	cfg.RuntimeDir = runtimeDir(e)
+	if err := supervisor.CheckPrivateDir(cfg.RuntimeDir); err != nil {
+		closeAll(cfg.Adopted)
+		return fail(1, "runtime directory (control and notify sockets): %v", err)
+	}
 	cfg.ControlPath = o.control
 	if cfg.ControlPath == "" {
 		cfg.ControlPath = filepath.Join(cfg.RuntimeDir, "rpwrap.sock")
@@ -138,9 +172,30 @@ func closeAll(ls []*fdpass.Listener) {
 	}
 }
 
+// somaxconnPath caps every listen(2) backlog in this network namespace.
+var somaxconnPath = "/proc/sys/net/core/somaxconn"
+
+// checkBacklog refuses a --backlog listen(2) cannot take, and warns when
+// the kernel caps it at net.core.somaxconn.
+func checkBacklog(n int, log *slog.Logger) error {
+	if n < 1 || n > math.MaxInt32 {
+		return fmt.Errorf("--backlog %d: want a number of pending connections from 1 to %d (default 4096)", n, math.MaxInt32)
+	}
+	b, err := os.ReadFile(somaxconnPath)
+	if err != nil {
+		return nil // not known here; the kernel caps it all the same
+	}
+	if max, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil && n > max {
+		log.Warn("--backlog is above net.core.somaxconn, which caps it: raise that with sysctl -w net.core.somaxconn=N for a longer queue",
+			"backlog", n, "somaxconn", max)
+	}
+	return nil
+}
+
 // runtimeDir is where rpwrap keeps its control and notify sockets:
-// systemd's RuntimeDirectory=, /run/rpwrap as root, or the user's runtime
-// directory.
+// systemd's RuntimeDirectory=, /run/rpwrap as root, the user's runtime
+// directory, else $TMPDIR/rpwrap-UID (/tmp/rpwrap-UID). Whichever it is,
+// supervisor.CheckPrivateDir must accept it before rpwrap uses it.
 func runtimeDir(e env) string {
 	if d := e.getenv("RUNTIME_DIRECTORY"); d != "" {
 		return filepath.SplitList(d)[0]
@@ -151,7 +206,11 @@ func runtimeDir(e env) string {
 	if d := e.getenv("XDG_RUNTIME_DIR"); d != "" {
 		return filepath.Join(d, "rpwrap")
 	}
-	return filepath.Join(os.TempDir(), "rpwrap-"+strconv.Itoa(os.Geteuid()))
+	tmp := e.getenv("TMPDIR")
+	if tmp == "" {
+		tmp = "/tmp"
+	}
+	return filepath.Join(tmp, "rpwrap-"+strconv.Itoa(os.Geteuid()))
 }
 
 // newLogger builds the slog logger --log-format and --log-level ask for.

@@ -97,7 +97,11 @@ func (w *wrapped) ctl(command string) supervisor.Response {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*eventTimeout)
 	defer cancel()
 	var stdout, stderr bytes.Buffer
-	c := exec.CommandContext(ctx, rpwrapBin, "ctl", "--control", w.control, "--json", command)
+	args := []string{"ctl", "--control", w.control, "--json", command}
+	if command == "restart" {
+		args = append(args, "--wait") // the tests look at the old generation once it is drained
+	}
+	c := exec.CommandContext(ctx, rpwrapBin, args...)
 	c.Stdout, c.Stderr = &stdout, &stderr
 	err := c.Run()
 	var resp supervisor.Response

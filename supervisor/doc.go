@@ -54,7 +54,7 @@
 // (SIGTERM/SIGINT) or when it exits on its own without
 // Config.RestartOnFailure; 128+N when signal N killed it; 127 or 126 when the
 // command cannot be found or run; 1 when the first generation never became
-// ready for another reason; 70 after a panic inside rpwrap (a bug), which
+// ready for another reason, whatever the server's own status (logged); 70 after a panic inside rpwrap (a bug), which
 // first kills every generation's process group.
 //
 // A program that wraps a server:

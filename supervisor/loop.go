@@ -109,17 +109,20 @@ func (s *Supervisor) loop(ctx context.Context, sigs chan os.Signal, first *gener
 }
 
 // firstFailed ends the first generation, which did not get ready, and
-// returns rpwrap's exit status: the server's own failing status, or 1.
+// returns rpwrap's exit status: 1 (the log gives the server's own status),
+// or 127 and 126 when the exec shim could not find or run the command.
 func (s *Supervisor) firstFailed(first *generation, err error) int {
 	first.log.Error("not ready", "err", err)
 	s.stop(first, time.Second, endOfUnready(first))
-	if first.exit.Status.Exited() || first.exit.Status.Signaled() {
-		if code := first.exit.Code(); code != 0 && !s.cfg.RestartOnFailure {
-			return code
-		}
+	if code := first.exit.Code(); first.exit.Status.Exited() && (code == 126 || code == 127) {
+		return code
 	}
-	return 1
+	return exitNotReady
 }
+
+// exitNotReady is Run's status when the first generation never got ready:
+// it exited, failed its readiness check or ran out of --ready-timeout.
+const exitNotReady = 1
 
 type restartOutcome struct {
 	result  RestartResult

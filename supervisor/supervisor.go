@@ -70,8 +70,8 @@ func New(cfg Config) (_ *Supervisor, err error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	if err := os.MkdirAll(cfg.RuntimeDir, 0o700); err != nil {
-		return nil, fmt.Errorf("create runtime directory: %w", err)
+	if err := CheckPrivateDir(cfg.RuntimeDir); err != nil {
+		return nil, err
 	}
 	s := &Supervisor{
 		cfg:      cfg,

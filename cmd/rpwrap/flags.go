@@ -51,7 +51,7 @@ func newFlagSet(o *options, out io.Writer) *flag.FlagSet {
 	fs.Var(&o.listen, "l", "")
 	fs.StringVar(&o.pass, "pass", "listen-fds", "")
 	fs.StringVar(&o.selector, "selector", "auto", "")
-	fs.StringVar(&o.ready, "ready", "accept", "")
+	fs.StringVar(&o.ready, "ready", "", "")
 	durationVar(fs, &o.readyTimeout, "ready-timeout", 60*time.Second)
 	fs.StringVar(&o.stopSignal, "stop-signal", "TERM", "")
 	fs.StringVar(&o.stopSignal, "s", "TERM", "")

@@ -59,33 +59,7 @@ func runWrap(e env, args []string) int {
 	if cfg.Notifier != nil {
 		go cfg.Notifier.Watchdog(ctx)
 	}
-	stop := make(chan os.Signal, 1) // observed only; the supervisor acts on them
-	signal.Notify(stop, syscall.SIGTERM, syscall.SIGINT)
-	defer signal.Stop(stop)
-	return startStatus(s.Run(ctx), s.Ready(), stop)
-}
-
-// exitNotReady is rpwrap's status when its first generation never got
-// ready: it exited, failed its readiness check or ran out of
-// --ready-timeout. The log says which and with what status.
-const exitNotReady = 1
-
-// startStatus is rpwrap's exit status for Run's code: code itself, unless
-// the first generation never got ready, and rpwrap was not told to stop
-// meanwhile. Then it is exitNotReady, not the status of a server that
-// rpwrap may have had to stop (143, 137), or that exited 0 or 3.
-func startStatus(code int, ready <-chan struct{}, stop <-chan os.Signal) int {
-	select {
-	case <-ready:
-		return code
-	case <-stop:
-		return code
-	default:
-		if code == 126 || code == 127 {
-			return code // the exec shim could not run the command
-		}
-		return exitNotReady
-	}
+	return s.Run(ctx)
 }
 
 // wrapConfig turns options into a supervisor configuration. A non-zero

@@ -74,6 +74,10 @@ func (s *Supervisor) restart(ctx context.Context) (res RestartResult, drained <-
 		return fail(fmt.Errorf("%s: %w", g, err))
 	}
 	res.Ready = readyAt.Sub(g.started)
+	if ctx.Err() != nil { // rpwrap is stopping: a check that passed regardless must not flip to it
+		s.retire(g, StateAbandoned)
+		return fail(fmt.Errorf("%s: abandoned: rpwrap is stopping", g))
+	}
 	tf := time.Now()
 	if err := s.flip(old, g); err != nil {
 		s.retire(g, StateAbandoned)

@@ -491,3 +491,57 @@ func TestFirstGenerationFails(t *testing.T) {
 		})
 	}
 }
+
+// TestTriggersDuringRestartAreServedByOne: the requests that come while a
+// restart runs are all answered by the single restart that follows it.
+func TestTriggersDuringRestartAreServedByOne(t *testing.T) {
+	r := newRig(t, 1, nil)
+	gate := make(chan struct{})
+	r.os.plan(2).checkGate = gate
+	r.run(context.Background(), true)
+	first := make(chan RestartResult, 1)
+	go func() { res, _ := r.restart(false); first <- res }()
+	<-r.os.plan(2).checking
+	var queued []chan RestartResult
+	for range 3 {
+		reply := make(chan RestartResult, 1)
+		r.s.triggers <- restartRequest{reply: reply} // taken by the event loop: queued
+		queued = append(queued, reply)
+	}
+	close(gate)
+	if res := <-first; res.Generation != 2 || res.Error != "" {
+		t.Errorf("first restart: %+v", res)
+	}
+	for i, reply := range queued {
+		if res := <-reply; res.Generation != 3 || res.Predecessor != 2 || res.Error != "" {
+			t.Errorf("queued request %d answered %+v, want by the one restart to generation 3", i, res)
+		}
+	}
+	if st := r.s.Status(); st.Restarts != 2 {
+		t.Errorf("%d restarts, want 2", st.Restarts)
+	}
+	r.retired(1)
+	r.retired(2)
+	r.wantStates("3:active")
+	r.stop()
+	r.clean()
+}
+
+// TestStopBeforeFirstReady: rpwrap told to stop while the first
+// generation is not ready yet kills it (no stop signal: it never served)
+// and exits 1.
+func TestStopBeforeFirstReady(t *testing.T) {
+	r := newRig(t, 1, nil)
+	fp := r.os.plan(1)
+	fp.checkGate = make(chan struct{})
+	r.run(context.Background(), false)
+	<-fp.checking
+	if code := r.stop(); code != 1 {
+		t.Errorf("exit status %d, want 1", code)
+	}
+	r.wantFinal(1, StateAbandoned)
+	if got := fp.received(); !slices.Equal(got, []syscall.Signal{syscall.SIGKILL}) {
+		t.Errorf("first generation received %v, want SIGKILL alone", got)
+	}
+	r.clean()
+}

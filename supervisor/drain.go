@@ -168,7 +168,7 @@ func (s *Supervisor) watch(g *generation, deadline time.Time) (handed bool) {
 		total := queued(g)
 		if !letGo && time.Since(lastHolderCheck) >= holderPoll {
 			lastHolderCheck = time.Now()
-			if !s.holdsSockets(g) {
+			if !s.system().holdsSockets(g) {
 				letGo = true
 				handed = s.letGo(g) || handed
 				continue

@@ -148,7 +148,7 @@ func (s *Supervisor) spawn(g *generation) (err error) {
 	}
 	exe, argv, env := fdpass.ShimCommand(s.cfg.Path, s.cfg.Argv, env, names, s.cfg.Route)
 	p := procSpec{exe: exe, argv: argv, env: env, files: files}
-	proc, exit, err := s.reaper.start(p.fork)
+	proc, exit, err := s.system().start(g, p)
 	if err != nil {
 		g.notify = nil
 		return err

@@ -246,7 +246,7 @@ func (s *Supervisor) respawn(ctx context.Context, g *generation) (*generation, e
 		<-ng.done
 		return ng, err
 	}
-	if err := s.relisten(ng); err != nil {
+	if err := s.system().relisten(ng); err != nil {
 		return ng, err
 	}
 	if !s.setState(ng, StateReady) {

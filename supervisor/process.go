@@ -69,6 +69,7 @@ func rawFd(f *os.File) (uintptr, error) {
 // so that a signal never reaches another process that reused the pid.
 type process struct {
 	pid int
+	ctl processControl // nil for a real child; a test's fake otherwise
 
 	mu       sync.Mutex
 	pidfd    int  // -1 where the kernel has no pidfd_open
@@ -89,6 +90,9 @@ func openProcess(pid int) *process {
 func (p *process) signal(sig syscall.Signal) error {
 	if p == nil || p.pid <= 0 {
 		return nil
+	}
+	if p.ctl != nil {
+		return p.ctl.signal(sig)
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -113,6 +117,9 @@ func (p *process) signal(sig syscall.Signal) error {
 func (p *process) killGroup() error {
 	if p == nil || p.pid <= 0 {
 		return nil // kill(0) would hit rpwrap's own group
+	}
+	if p.ctl != nil {
+		return p.ctl.killGroup()
 	}
 	if err := unix.Kill(-p.pid, unix.SIGKILL); err != nil && !errors.Is(err, unix.ESRCH) {
 		return fmt.Errorf("kill process group %d: %w", p.pid, os.NewSyscallError("kill", err))

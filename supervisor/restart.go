@@ -74,6 +74,10 @@ func (s *Supervisor) restart(ctx context.Context) (res RestartResult, drained <-
 		return fail(fmt.Errorf("%s: %w", g, err))
 	}
 	res.Ready = readyAt.Sub(g.started)
+	if ctx.Err() != nil { // rpwrap is stopping: a check that passed regardless must not flip to it
+		s.retire(g, StateAbandoned)
+		return fail(fmt.Errorf("%s: abandoned: rpwrap is stopping", g))
+	}
 	tf := time.Now()
 	if err := s.flip(old, g); err != nil {
 		s.retire(g, StateAbandoned)
@@ -188,7 +192,7 @@ func (s *Supervisor) waitReady(ctx context.Context, g *generation) (time.Time, e
 	defer cancel()
 	checked := make(chan error, 1)
 	s.checks.Add(1)
-	s.goSafe(func() { defer s.checks.Done(); checked <- s.check(ctx, g) })
+	s.goSafe(func() { defer s.checks.Done(); checked <- s.system().check(ctx, g) })
 	guardTick := time.NewTicker(100 * time.Millisecond)
 	defer guardTick.Stop()
 	for {
@@ -198,16 +202,16 @@ func (s *Supervisor) waitReady(ctx context.Context, g *generation) (time.Time, e
 				return time.Time{}, s.notReady(ctx, g, err)
 			}
 			readyAt := time.Now() // what follows is rpwrap's own time
-			if err := s.guard(ctx, g, true); err != nil {
-				if !alive(g) { // a dying server holds no socket: say what happened
+			if err := s.system().guard(ctx, g, true); err != nil {
+				if !s.system().alive(g) { // a dying server holds no socket: say what happened
 					return time.Time{}, fmt.Errorf("exited after it was ready, before the flip")
 				}
 				return time.Time{}, err // ready, but not on the sockets rpwrap gave it
 			}
-			if err := s.relisten(g); err != nil {
+			if err := s.system().relisten(g); err != nil {
 				return time.Time{}, err
 			}
-			if !alive(g) {
+			if !s.system().alive(g) {
 				return time.Time{}, fmt.Errorf("exited after it was ready, before the flip")
 			}
 			return readyAt, nil

@@ -30,6 +30,7 @@ type Supervisor struct {
 	groups  []*group // fixed by New
 	reaper  *reaper
 	control *controlServer
+	sys     system // nil: the real operating system (see system)
 
 	exits    chan *generation // a generation's main process ended
 	triggers chan restartRequest

@@ -113,7 +113,7 @@ func (s *Supervisor) loop(ctx context.Context, sigs chan os.Signal, first *gener
 // or 127 and 126 when the exec shim could not find or run the command.
 func (s *Supervisor) firstFailed(first *generation, err error) int {
 	first.log.Error("not ready", "err", err)
-	s.stop(first, time.Second, endOfUnready(first))
+	s.stop(first, time.Second, s.endOfUnready(first))
 	if code := first.exit.Code(); first.exit.Status.Exited() && (code == 126 || code == 127) {
 		return code
 	}
@@ -288,10 +288,15 @@ func (s *Supervisor) shutdown(sig os.Signal, running bool, restartDone chan rest
 			g.endDrain()
 		}
 	}
-	code := 1
+	code := exitNotReady
 	if active != nil {
 		s.stop(active, s.cfg.StopTimeout, StateStopped)
 		code = active.exit.Code()
+	}
+	for _, g := range s.liveGenerations() {
+		if s.stateOf(g) == StateStarting { // the first one, not ready yet
+			s.stop(g, s.cfg.StopTimeout, StateAbandoned)
+		}
 	}
 	s.drains.Wait()
 	return code

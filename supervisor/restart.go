@@ -59,9 +59,7 @@ func (s *Supervisor) restart(ctx context.Context) (res RestartResult, drained <-
 		return fail(err)
 	}
 	if err := s.spawn(g); err != nil {
-		if rerr := s.releaseListeners(g); rerr != nil {
-			err = fmt.Errorf("%w; %v", err, rerr)
-		}
+		s.retire(g, StateAbandoned) // never started: retire frees its sockets
 		return fail(err)
 	}
 	s.publish(g)
@@ -70,7 +68,7 @@ func (s *Supervisor) restart(ctx context.Context) (res RestartResult, drained <-
 
 	readyAt, err := s.waitReady(ctx, g)
 	if err != nil {
-		s.retire(g, endOfUnready(g))
+		s.retire(g, s.endOfUnready(g))
 		return fail(fmt.Errorf("%s: %w", g, err))
 	}
 	res.Ready = readyAt.Sub(g.started)
@@ -92,8 +90,13 @@ func (s *Supervisor) restart(ctx context.Context) (res RestartResult, drained <-
 	return res, old.retired
 }
 
-// endOfUnready is the final state of a successor that did not get ready.
-func endOfUnready(g *generation) State {
+// endOfUnready is the final state of a successor that did not get ready:
+// crashed when it exited on its own (a zombie not reaped yet counts), else
+// abandoned.
+func (s *Supervisor) endOfUnready(g *generation) State {
+	if g.done != nil && !g.exited() && !s.system().alive(g) {
+		<-g.done // it is a zombie: its exit is on its way
+	}
 	if g.exited() {
 		return StateCrashed
 	}

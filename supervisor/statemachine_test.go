@@ -31,7 +31,7 @@ func TestRollback(t *testing.T) {
 			final: "", err: "to the selector of generation 2: injected add failure"},
 		{name: "spawn fails", groups: 2,
 			plan:  func(_ *rig, fp *fakeProc) { fp.startErr = errors.New("injected fork failure") },
-			final: StateStarting, err: "injected fork failure"},
+			final: StateAbandoned, err: "injected fork failure"},
 		{name: "exits before ready", groups: 1,
 			plan:  func(_ *rig, fp *fakeProc) { fp.exitAt, fp.exitStatus = "check", exitCode(98) },
 			final: StateCrashed, err: "exited before it was ready (exit status 98); if its log says \"Address already in use\""},
@@ -474,8 +474,8 @@ func TestFirstGenerationFails(t *testing.T) {
 		final State
 		code  int
 	}{
-		{name: "spawn fails", plan: func(fp *fakeProc) { fp.startErr = errors.New("injected fork failure") }, final: StateStarting, code: 1},
-		{name: "exits before ready", plan: func(fp *fakeProc) { fp.exitAt, fp.exitStatus = "check", exitCode(5) }, final: StateCrashed, code: 5},
+		{name: "spawn fails", plan: func(fp *fakeProc) { fp.startErr = errors.New("injected fork failure") }, final: StateAbandoned, code: 1},
+		{name: "exits before ready", plan: func(fp *fakeProc) { fp.exitAt, fp.exitStatus = "check", exitCode(5) }, final: StateCrashed, code: 1},
 		{name: "never ready", plan: func(fp *fakeProc) { fp.checkGate = make(chan struct{}) }, final: StateAbandoned, code: 1},
 		{name: "guard fails", plan: func(fp *fakeProc) { fp.guardErr = errors.New("injected") }, final: StateAbandoned, code: 1},
 	} {
@@ -540,8 +540,8 @@ func TestStopBeforeFirstReady(t *testing.T) {
 		t.Errorf("exit status %d, want 1", code)
 	}
 	r.wantFinal(1, StateAbandoned)
-	if got := fp.received(); !slices.Equal(got, []syscall.Signal{syscall.SIGKILL}) {
-		t.Errorf("first generation received %v, want SIGKILL alone", got)
+	if got := fp.received(); len(got) == 0 || got[0] != syscall.SIGTERM {
+		t.Errorf("first generation received %v, want the stop signal first", got)
 	}
 	r.clean()
 }

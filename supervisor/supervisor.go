@@ -189,7 +189,7 @@ func (s *Supervisor) Run(ctx context.Context) (code int) {
 	s.mu.Unlock()
 	if err := s.spawn(first); err != nil {
 		s.cfg.Log.Error("cannot start the server", "err", explainFDLimit(err))
-		s.releaseListeners(first)
+		s.retire(first, StateAbandoned)
 		return exitCodeFor(err)
 	}
 	s.publish(first)

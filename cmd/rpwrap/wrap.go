@@ -9,11 +9,9 @@ import (
 	"log/slog"
 	"math"
 	"os"
-	"os/signal"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 
 	"github.com/rpwrap/rpwrap/bpf"
 	"github.com/rpwrap/rpwrap/fdpass"

@@ -154,4 +154,6 @@ func requestOn(c net.Conn, timeout time.Duration) (time.Duration, error) {
 
 type badAnswer struct{ got string }
 
-func (e *badAnswer) Error() string { return "not a 200 answer: " + strings.SplitN(e.got+"\n", "\n", 2)[0] }
+func (e *badAnswer) Error() string {
+	return "not a 200 answer: " + strings.SplitN(e.got+"\n", "\n", 2)[0]
+}

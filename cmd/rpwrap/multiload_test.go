@@ -19,7 +19,7 @@ type loads struct {
 	udp  map[string]*loadgen.UDPLoad
 }
 
-// startLoads starts 2 clients on each of tcp (HTTP) and udp (echo), at
+// startLoads starts 2 clients on each of tcp (HTTP) and 4 on each of udp (echo), at
 // most 5 minutes and 200,000 datagrams each.
 func startLoads(t *testing.T, tcp, udp []string) *loads {
 	t.Helper()
@@ -33,7 +33,7 @@ func startLoads(t *testing.T, tcp, udp []string) *loads {
 		l.http[a] = ld
 	}
 	for _, a := range udp {
-		ld, err := loadgen.StartUDP(context.Background(), loadgen.UDPConfig{Target: a, Clients: 2, Datagrams: 200000, Duration: 5 * time.Minute, Timeout: 2 * time.Second})
+		ld, err := loadgen.StartUDP(context.Background(), loadgen.UDPConfig{Target: a, Clients: 4, Datagrams: 200000, Duration: 5 * time.Minute, Timeout: 2 * time.Second})
 		if err != nil {
 			t.Fatal(err)
 		}

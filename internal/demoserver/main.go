@@ -124,8 +124,9 @@ func serve(opts options, socks sockets, stderr io.Writer) int {
 		lns[i] = h.listener(ln)
 		go func() { errc <- srv.Serve(lns[i]) }()
 	}
+	var echoers []*echoer
 	for _, pc := range socks.pcs {
-		go echo(pc, opts.udpReadDelay)
+		echoers = append(echoers, startEcho(pc, opts.udpReadDelay))
 	}
 	go func() {
 		<-hangc // SIGUSR2, caught from the start so that it never kills
@@ -134,7 +135,9 @@ func serve(opts options, socks sockets, stderr io.Writer) int {
 	crash := notifyReady(opts, stderr)
 	select {
 	case sig := <-sigc:
-		closePacketConns(socks.pcs) // what is still queued on them is lost
+		for _, e := range echoers {
+			e.stop() // what is still queued on them is lost
+		}
 		return stop(srv, lns, errc, &conns, opts, sig, stderr)
 	case err := <-errc:
 		srv.Close()

@@ -49,20 +49,39 @@ func socketType(f *os.File) (int, error) {
 	return typ, serr
 }
 
-// echo answers every datagram on pc with the same bytes, after delay (a
-// server slow to read), until pc is closed.
-func echo(pc net.PacketConn, delay time.Duration) {
-	buf := make([]byte, 64<<10)
-	for {
-		n, addr, err := pc.ReadFrom(buf)
-		if err != nil {
-			return
+// echoer answers every datagram on its socket with the same bytes.
+type echoer struct {
+	pc   net.PacketConn
+	done chan struct{}
+}
+
+// startEcho echoes on pc, waiting delay before each answer (a server slow
+// to read), until stop.
+func startEcho(pc net.PacketConn, delay time.Duration) *echoer {
+	e := &echoer{pc: pc, done: make(chan struct{})}
+	go func() {
+		defer close(e.done)
+		buf := make([]byte, 64<<10)
+		for {
+			n, addr, err := pc.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			if delay > 0 {
+				time.Sleep(delay)
+			}
+			pc.WriteTo(buf[:n], addr) // a lost answer is the client's to count
 		}
-		if delay > 0 {
-			time.Sleep(delay)
-		}
-		pc.WriteTo(buf[:n], addr) // a lost answer is the client's to count
-	}
+	}()
+	return e
+}
+
+// stop stops reading, answers the datagram in hand, and closes the socket:
+// datagrams still queued on it are lost.
+func (e *echoer) stop() {
+	e.pc.SetReadDeadline(time.Now())
+	<-e.done
+	e.pc.Close()
 }
 
 func closePacketConns(pcs []net.PacketConn) {

@@ -8,8 +8,8 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
-	"syscall"
 	"strconv"
+	"syscall"
 	"time"
 
 	"github.com/rpwrap/rpwrap/fdpass"

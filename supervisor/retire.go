@@ -11,7 +11,6 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-
 // setState moves g to st, as the transitions table allows. A transition
 // the table does not have is refused and logged: it is a bug in rpwrap.
 func (s *Supervisor) setState(g *generation, st State) bool {

@@ -29,7 +29,7 @@ func init() {
 		if os.Args[2] == "list-fds" {
 			os.Exit(listFDsThenServe(os.Args[3:]))
 		}
-		os.Exit(runFaultServer(os.Args[2]))
+		os.Exit(runFaultServer(os.Args[2], os.Args[3:]))
 	}
 }
 
@@ -77,17 +77,30 @@ func listFDsThenServe(args []string) int {
 	return 127
 }
 
-// runFaultServer serves HTTP on the socket at fd 3 (socket activation),
-// answering every connection it accepts. mode "close-listener-on-usr1":
-// SIGUSR1 makes it close its listener but keep running, as a server that
-// closes its socket too early does; connections then wait in the queue of
-// the socket rpwrap still holds. SIGTERM: it answers what it accepted and
-// exits 0.
-func runFaultServer(mode string) int {
-	if mode != "close-listener-on-usr1" {
-		fmt.Fprintf(os.Stderr, "fault server: unknown mode %q\n", mode)
-		return 2
+// runFaultServer runs the server of mode with args:
+//
+//   - "close-listener-on-usr1" serves HTTP on the socket at fd 3 (socket
+//     activation), answering every connection it accepts. SIGUSR1 makes it
+//     close its listener but keep running, as a server that closes its
+//     socket too early does; connections then wait in the queue of the
+//     socket rpwrap still holds. SIGTERM: it answers what it accepted and
+//     exits 0.
+//   - "defer-accept LINGER": see deferAcceptServer.
+//   - "foreign-listener ADDR": see foreignListener.
+func runFaultServer(mode string, args []string) int {
+	switch mode {
+	case "close-listener-on-usr1":
+		return closeListenerOnUSR1()
+	case "defer-accept":
+		return deferAcceptServer(args)
+	case "foreign-listener":
+		return foreignListener(args)
 	}
+	fmt.Fprintf(os.Stderr, "fault server: unknown mode %q\n", mode)
+	return 2
+}
+
+func closeListenerOnUSR1() int {
 	f := os.NewFile(3, "listener")
 	ln, err := net.FileListener(f)
 	f.Close()

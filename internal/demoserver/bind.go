@@ -6,14 +6,16 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"strings"
 	"syscall"
 
 	"golang.org/x/sys/unix"
 )
 
 // bindListener binds addr itself, as a server without socket activation
-// does (-bind): plain TCP, SO_REUSEPORT only when reusePort.
-func bindListener(addr string, reusePort bool) ([]net.Listener, error) {
+// does (-bind): plain TCP, or UDP for udp://ADDR; SO_REUSEPORT only when
+// reusePort.
+func bindListener(addr string, reusePort bool) (sockets, error) {
 	lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
 		var serr error
 		err := c.Control(func(fd uintptr) {
@@ -26,10 +28,17 @@ func bindListener(addr string, reusePort bool) ([]net.Listener, error) {
 		}
 		return serr
 	}}
-	lc.SetMultipathTCP(false)
-	ln, err := lc.Listen(context.Background(), "tcp", addr)
-	if err != nil {
-		return nil, fmt.Errorf("bind %s: %w", addr, err)
+	if udp, ok := strings.CutPrefix(addr, "udp://"); ok {
+		pc, err := lc.ListenPacket(context.Background(), "udp", udp)
+		if err != nil {
+			return sockets{}, fmt.Errorf("bind %s: %w", addr, err)
+		}
+		return sockets{pcs: []net.PacketConn{pc}}, nil
 	}
-	return []net.Listener{ln}, nil
+	lc.SetMultipathTCP(false)
+	ln, err := lc.Listen(context.Background(), "tcp", strings.TrimPrefix(addr, "tcp://"))
+	if err != nil {
+		return sockets{}, fmt.Errorf("bind %s: %w", addr, err)
+	}
+	return sockets{lns: []net.Listener{ln}}, nil
 }

@@ -6,8 +6,9 @@
 // the ways real servers do (slow start, early exit, no readiness, crash,
 // ignored stop signal).
 //
-// It never binds a socket itself: without sockets passed to it, it refuses to
-// start and exits 2. The rpwrap binary runs it as a hidden subcommand:
+// It binds no socket itself unless -bind asks it to: without sockets passed
+// to it, it refuses to start and exits 2. On a datagram (UDP) socket it
+// passed or bound it echoes every datagram back to its sender. The rpwrap binary runs it as a hidden subcommand:
 //
 //	$ rpwrap --listen 127.0.0.1:8080 --ready notify -- rpwrap serve-demo -ready-delay 500ms
 //	$ curl http://127.0.0.1:8080/

@@ -18,6 +18,8 @@ type options struct {
 	shutdownTimeout time.Duration
 	bind            string
 	reusePort       bool
+	listenBacklog   int
+	udpReadDelay    time.Duration
 }
 
 const usageText = `Usage: rpwrap serve-demo [flags]
@@ -29,6 +31,9 @@ serving, and exits 2 when no sockets were passed.
   /                         200 "gen=<RPWRAP_GENERATION> pid=<pid>"
   /slow?ms=N                waits N ms (at most 60000), then 200
   /download?bytes=N&rate=B  sends N bytes at B bytes/s (0: unpaced)
+
+On UDP sockets it echoes every datagram back to its sender. A stop signal
+closes them at once: datagrams still queued are lost.
 
 SIGUSR2 makes it hang: it stops accepting, answers what it had accepted, then
 stops itself with SIGSTOP, so new connections pile up in its accept queue.
@@ -53,8 +58,10 @@ func parseFlags(args []string, out io.Writer) (options, error) {
 	fs.BoolVar(&o.ignoreTerm, "ignore-term", false, "ignore SIGTERM (a hung stop); SIGINT, SIGQUIT and SIGWINCH still stop it")
 	fs.BoolVar(&o.graceful, "graceful", true, "on SIGTERM, SIGINT, SIGQUIT or SIGWINCH stop accepting, finish requests in flight, exit 0;\nfalse: close every connection at once and exit 0")
 	fs.DurationVar(&o.shutdownTimeout, "shutdown-timeout", 60*time.Second, "give requests in flight at most `DURATION` to finish on a graceful stop, then close them and exit 1")
-	fs.StringVar(&o.bind, "bind", "", "bind `ADDR` (host:port) itself instead of taking sockets from LISTEN_FDS, as servers without socket activation do")
+	fs.StringVar(&o.bind, "bind", "", "bind `ADDR` (host:port, or udp://host:port) itself instead of taking sockets from LISTEN_FDS, as servers without socket activation do")
 	fs.BoolVar(&o.reusePort, "reuseport", false, "with -bind: set SO_REUSEPORT, joining any reuseport group on ADDR")
+	fs.IntVar(&o.listenBacklog, "listen-backlog", 0, "call listen(2) again on each TCP socket with backlog `N`, as a server with a backlog setting of its own does; 0: leave it")
+	fs.DurationVar(&o.udpReadDelay, "udp-read-delay", 0, "wait `DURATION` before echoing each datagram (a server slow to read)")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}

@@ -9,40 +9,51 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"syscall"
 
 	"github.com/coreos/go-systemd/v22/activation"
 )
 
-// activatedListeners returns the listening sockets passed to this process
-// as sd_listen_fds(3) describes, after checking LISTEN_PID and LISTEN_FDS
-// itself so that the operator learns which of the two was wrong. It fails
-// when either is missing or wrong, or when a passed fd is not a listening
-// stream socket; it then closes whatever it had opened.
+// activatedListeners returns the sockets passed to this process as
+// sd_listen_fds(3) describes, after checking LISTEN_PID and LISTEN_FDS
+// itself so that the operator learns which of the two was wrong: listening
+// stream sockets as listeners, datagram sockets as packet conns. It fails
+// when either variable is missing or wrong, or when a passed fd is neither
+// a listening stream socket nor a datagram socket; it then closes whatever
+// it had opened.
 //
 // net.FileListener dups each fd and puts the file description (shared with
 // rpwrap's own copy of the socket) in O_NONBLOCK mode. That is harmless here:
 // rpwrap is a Go program and uses its copies non-blocking too, and the
 // mode does not change which process the kernel hands connections to.
-func activatedListeners() (_ []net.Listener, err error) {
+func activatedListeners() (_ sockets, err error) {
 	if err := checkListenEnv(); err != nil {
-		return nil, err
+		return sockets{}, err
 	}
 	files := activation.Files(true) // also unsets LISTEN_*, so no child inherits them
 	defer closeFiles(files)
-	lns := make([]net.Listener, 0, len(files))
+	var socks sockets
 	defer func() {
 		if err != nil {
-			closeListeners(lns)
+			socks.close()
 		}
 	}()
 	for i, f := range files {
+		if typ, err := socketType(f); err == nil && typ == syscall.SOCK_DGRAM {
+			pc, err := net.FilePacketConn(f)
+			if err != nil {
+				return sockets{}, fmt.Errorf("use fd %d (%s) as a datagram socket: %w", 3+i, f.Name(), err)
+			}
+			socks.pcs = append(socks.pcs, pc)
+			continue
+		}
 		ln, err := net.FileListener(f)
 		if err != nil {
-			return nil, fmt.Errorf("use fd %d (%s) as a listening socket: %w", 3+i, f.Name(), err)
+			return sockets{}, fmt.Errorf("use fd %d (%s) as a listening socket: %w", 3+i, f.Name(), err)
 		}
-		lns = append(lns, ln)
+		socks.lns = append(socks.lns, ln)
 	}
-	return lns, nil
+	return socks, nil
 }
 
 // checkListenEnv explains why activation.Files would return nothing.

@@ -53,17 +53,23 @@ func run(args []string, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "demo server pid=%d: exiting %d at start, as -exit-at-start asks\n", os.Getpid(), opts.exitAtStart)
 		return opts.exitAtStart
 	}
-	var lns []net.Listener
+	var socks sockets
 	if opts.bind != "" {
-		lns, err = bindListener(opts.bind, opts.reusePort)
+		socks, err = bindListener(opts.bind, opts.reusePort)
 	} else {
-		lns, err = activatedListeners()
+		socks, err = activatedListeners()
+	}
+	if err == nil && opts.listenBacklog > 0 {
+		if err = setBacklog(socks.lns, opts.listenBacklog); err != nil {
+			socks.close()
+		}
 	}
 	if err != nil {
 		fmt.Fprintf(stderr, "demo server: %v\n", err)
 		return exitUsage
 	}
-	return serve(opts, lns, stderr)
+	defer closePacketConns(socks.pcs)
+	return serve(opts, socks, stderr)
 }
 
 // stopSignals are the signals that stop the server; SIGTERM only when it is
@@ -78,7 +84,8 @@ func stopSignals(opts options) []os.Signal {
 
 // serve runs the server on lns until a stop signal, a crash or a failure,
 // and returns the exit status.
-func serve(opts options, lns []net.Listener, stderr io.Writer) int {
+func serve(opts options, socks sockets, stderr io.Writer) int {
+	lns := socks.lns
 	if opts.ignoreTerm {
 		signal.Ignore(syscall.SIGTERM)
 	}
@@ -106,9 +113,9 @@ func serve(opts options, lns []net.Listener, stderr io.Writer) int {
 			}
 		},
 	}
-	fmt.Fprintf(stderr, "demo server gen=%s pid=%d serving on %s\n", gen, os.Getpid(), listenerAddrs(lns))
+	fmt.Fprintf(stderr, "demo server gen=%s pid=%d serving on %s\n", gen, os.Getpid(), socks)
 	if sig, stopped := waitStart(opts.readyDelay, sigc); stopped {
-		closeListeners(lns)
+		socks.close()
 		fmt.Fprintf(stderr, "demo server pid=%d: %v before serving, exiting\n", os.Getpid(), sig)
 		return exitOK
 	}
@@ -117,6 +124,10 @@ func serve(opts options, lns []net.Listener, stderr io.Writer) int {
 		lns[i] = h.listener(ln)
 		go func() { errc <- srv.Serve(lns[i]) }()
 	}
+	var echoers []*echoer
+	for _, pc := range socks.pcs {
+		echoers = append(echoers, startEcho(pc, opts.udpReadDelay))
+	}
 	go func() {
 		<-hangc // SIGUSR2, caught from the start so that it never kills
 		h.start()
@@ -124,6 +135,9 @@ func serve(opts options, lns []net.Listener, stderr io.Writer) int {
 	crash := notifyReady(opts, stderr)
 	select {
 	case sig := <-sigc:
+		for _, e := range echoers {
+			e.stop() // what is still queued on them is lost
+		}
 		return stop(srv, lns, errc, &conns, opts, sig, stderr)
 	case err := <-errc:
 		srv.Close()

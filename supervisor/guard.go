@@ -55,11 +55,11 @@ func (s *Supervisor) missingSocket(g *generation) int {
 func (s *Supervisor) notHeld(g *generation, i int) error {
 	spec, l := s.groups[i].spec, g.listeners[i]
 	if s.cfg.Route == fdpass.Bind {
-		return fmt.Errorf("%s did not bind %s, the address rpwrap manages (socket inode %d): "+
-			"make its configuration listen on exactly %s, or give --listen the address it binds", g, spec, l.Inode(), spec.Addr)
+		return fmt.Errorf("the server did not bind %s, the address rpwrap manages (socket inode %d): "+
+			"make its configuration listen on exactly %s, or give --listen the address it binds", spec, l.Inode(), spec.Addr)
 	}
-	return fmt.Errorf("%s does not hold the socket rpwrap passed for %s (inode %d): "+
-		"the server ignored it (route --pass %s); %s", g, spec, l.Inode(), s.cfg.Route, routeAdvice)
+	return fmt.Errorf("the server does not hold the socket rpwrap passed for %s (inode %d): "+
+		"it ignored it (route --pass %s); %s", spec, l.Inode(), s.cfg.Route, routeAdvice)
 }
 
 // foreignSocket fails when a process of g listens on the port of one of
@@ -83,8 +83,8 @@ func (s *Supervisor) foreignSocket(g *generation) error {
 				held = procfs.SocketInodes(procfs.Tree(g.pid))
 			}
 			if held[inode] {
-				return fmt.Errorf("%s listens on port %d with a socket of its own (inode %d) instead of the one rpwrap passed for %s: "+
-					"it binds the port itself, so %s", g, grp.spec.Addr.Port(), inode, grp.spec, s.routeHint())
+				return fmt.Errorf("the server listens on port %d with a socket of its own (inode %d) instead of the one rpwrap passed for %s: "+
+					"it binds the port itself, so %s", grp.spec.Addr.Port(), inode, grp.spec, s.routeHint())
 			}
 		}
 	}
@@ -96,7 +96,7 @@ func (s *Supervisor) routeHint() string {
 	if s.cfg.Route == fdpass.Bind {
 		return "check that it binds exactly the address given to --listen (rpwrap substitutes only that one)"
 	}
-	return "run it with --pass bind (or " + routeAdvice + ")"
+	return "run it with --pass bind, or make it use the socket rpwrap passes (fd 3; --pass nginx for nginx, `bind fd@3` in HAProxy)"
 }
 
 // ourInodes are the inodes of every socket rpwrap created, in every live

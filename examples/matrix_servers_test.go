@@ -32,15 +32,20 @@ var (
 	demo     = matrixServer{"demo", "", nil, demoSetup}
 	demoBind = matrixServer{"demo -bind", "", []string{"--pass", "bind"}, demoBindSetup}
 
-	httpEcho     = matrixServer{"httpecho", "", nil, goProgramSetup("httpecho", 0)}
-	udpBind      = matrixServer{"httpecho ADDR", "", []string{"--pass", "bind"}, goProgramSetup("httpecho", 1)}
-	goServer     = matrixServer{"goserver", "", []string{"--pass", "bind"}, goProgramSetup("goserver", 1)}
+	httpEcho = matrixServer{"httpecho", "", nil, goProgramSetup("httpecho", 0)}
+	udpBind  = matrixServer{"httpecho ADDR", "", []string{"--pass", "bind"}, goProgramSetup("httpecho", 1)}
+	// Go's Server.Shutdown closes, unanswered, a keep-alive connection
+	// whose request it reads after Shutdown began: --drain-delay lets the
+	// requests of connections made before the flip arrive first.
+	goServer     = matrixServer{"goserver", "", []string{"--pass", "bind", "--drain-delay", "1s"}, goProgramSetup("goserver", 1)}
 	apacheServer = matrixServer{"apache", "/usr/sbin/apache2", []string{"--pass", "bind", "--stop-signal", "WINCH"}, matrixApacheSetup}
 	apacheTLS    = matrixServer{"apache (mod_ssl)", "/usr/sbin/apache2", []string{"--pass", "bind", "--stop-signal", "WINCH"}, apacheTLSSetup}
 	nginxServer  = matrixServer{"nginx", "/usr/sbin/nginx", []string{"--pass", "nginx", "--stop-signal", "QUIT"}, matrixNginxSetup}
-	dnsmasq      = matrixServer{"dnsmasq", "/usr/sbin/dnsmasq", []string{"--pass", "bind"}, dnsmasqSetup}
-	node         = matrixServer{"node", "/usr/bin/node", []string{"--pass", "bind"}, nodeSetup}
-	java         = matrixServer{"java", "/usr/bin/java", []string{"--pass", "bind"}, javaSetup}
+	// dnsmasq exits on SIGTERM at once, closing the TCP connections it
+	// accepted: --drain-delay gives their queries time to be answered.
+	dnsmasq = matrixServer{"dnsmasq", "/usr/sbin/dnsmasq", []string{"--pass", "bind", "--drain-delay", "1s"}, dnsmasqSetup}
+	node    = matrixServer{"node", "/usr/bin/node", []string{"--pass", "bind"}, nodeSetup}
+	java    = matrixServer{"java", "/usr/bin/java", []string{"--pass", "bind"}, javaSetup}
 )
 
 // requireMatrixServer skips the test (fails it under CI) without root or

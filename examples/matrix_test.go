@@ -52,7 +52,7 @@ var matrix = []matrixRow{
 	{name: "bind/notify", listen: l("127.0.0.1:$0"), server: demoBind, ready: "notify", clients: l("http://127.0.0.1:$0/")},
 	{name: "bind/exec", listen: l("127.0.0.1:$0"), server: demoBind, ready: "exec:curl -fsS -o /dev/null http://127.0.0.1:$0/", clients: l("http://127.0.0.1:$0/")},
 	{name: "bind/delay", listen: l("127.0.0.1:$0"), server: demoBind, ready: "delay:300ms", clients: l("http://127.0.0.1:$0/")},
-	{name: "bind/udp-only", listen: l("udp://127.0.0.1:$0"), server: udpBind, ready: "accept", clients: l("udp://127.0.0.1:$0")}, // accept: the default
+	{name: "bind/udp-only", listen: l("udp://127.0.0.1:$0"), server: udpBind, ready: "", clients: l("udp://127.0.0.1:$0")}, // the default: none for UDP alone, the guard waits for the bind
 	{name: "bind/udp-only-delay", listen: l("udp://127.0.0.1:$0"), server: udpBind, ready: "delay:300ms", clients: l("udp://127.0.0.1:$0")},
 	{name: "bind/none", listen: l("127.0.0.1:$0"), server: demoBind, ready: "none", clients: l("http://127.0.0.1:$0/")},
 	{name: "nginx/accept", listen: l("127.0.0.1:$0"), server: nginxServer, ready: "accept", clients: l("http://127.0.0.1:$0/")},
@@ -119,7 +119,10 @@ func runMatrixRow(t *testing.T, row matrixRow, selector string) {
 	listen, clients, ready := expandPorts(row.listen, ports), expandPorts(row.clients, ports), expandPorts(l(row.ready), ports)[0]
 	dir := workDir(t)
 	argv, env := row.server.setup(t, dir, listen)
-	args := []string{"--selector", selector, "--ready", ready}
+	args := []string{"--selector", selector}
+	if ready != "" {
+		args = append(args, "--ready", ready)
+	}
 	for _, a := range listen {
 		args = append(args, "--listen", a)
 	}

@@ -349,6 +349,7 @@ func (s *Supervisor) activate(g *generation) {
 	defer s.mu.Unlock()
 	if a := s.active; a != nil && a != g && a.state == StateActive {
 		s.setStateLocked(a, StateDraining)
+		a.deadline = time.Now().Add(s.cfg.DrainTimeout) // in the same snapshot; startDrain sets it from the flip's start
 	}
 	s.setStateLocked(g, StateActive)
 	g.flipped = time.Now()

@@ -4,6 +4,7 @@ package supervisor
 
 import (
 	"log/slog"
+	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -204,19 +205,19 @@ func TestFinalStateChoices(t *testing.T) {
 			t.Errorf("finalOnRelease(%s) = %s, want %s, a transition of the table", st, got, want)
 		}
 	}
+	s, _ := newTestSupervisor(Config{})
 	g := newGeneration(1)
-	if endOfUnready(g) != StateAbandoned {
-		t.Errorf("a successor that was never started: %s, want abandoned", endOfUnready(g))
+	if s.endOfUnready(g) != StateAbandoned {
+		t.Errorf("a successor that was never started: %s, want abandoned", s.endOfUnready(g))
 	}
-	g.done = make(chan struct{})
-	if endOfUnready(g) != StateAbandoned {
-		t.Errorf("a successor still running: %s, want abandoned", endOfUnready(g))
+	g.done, g.pid = make(chan struct{}), os.Getpid() // a live process
+	if s.endOfUnready(g) != StateAbandoned {
+		t.Errorf("a successor still running: %s, want abandoned", s.endOfUnready(g))
 	}
 	close(g.done)
-	if endOfUnready(g) != StateCrashed {
-		t.Errorf("a successor that exited: %s, want crashed", endOfUnready(g))
+	if s.endOfUnready(g) != StateCrashed {
+		t.Errorf("a successor that exited: %s, want crashed", s.endOfUnready(g))
 	}
-	s, _ := newTestSupervisor(Config{})
 	if st := s.deadEnd(g); st != StateAbandoned {
 		t.Errorf("dead, never flipped: %s, want abandoned", st)
 	}

@@ -153,7 +153,11 @@ func (s *Supervisor) watch(g *generation, deadline time.Time) (handed bool) {
 			s.killWorkers(g)
 			return handed
 		case <-timer.C:
-			g.log.Warn("did not stop by its deadline: sending SIGKILL to its process group", "drain_timeout", s.cfg.DrainTimeout)
+			if stopNow == nil {
+				g.log.Warn("did not stop within --stop-timeout of being told to stop: sending SIGKILL to its process group", "stop_timeout", s.cfg.StopTimeout)
+			} else {
+				g.log.Warn("did not stop by its deadline: sending SIGKILL to its process group", "drain_timeout", s.cfg.DrainTimeout)
+			}
 			s.killWorkers(g)
 			<-g.done
 			return handed

@@ -9,6 +9,7 @@ import (
 	"runtime"
 	"sync"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -125,6 +126,25 @@ func (p *process) killGroup() error {
 		return fmt.Errorf("kill process group %d: %w", p.pid, os.NewSyscallError("kill", err))
 	}
 	return nil
+}
+
+// waitGroupGone waits, up to d, until no process of the group is left,
+// not even a zombie the reaper has not collected yet, so that rpwrap does
+// not exit while the workers it killed are still dying. It reports whether
+// the group is gone.
+func (p *process) waitGroupGone(d time.Duration) bool {
+	if p == nil || p.pid <= 0 || p.ctl != nil {
+		return true
+	}
+	for deadline := time.Now().Add(d); ; {
+		if err := unix.Kill(-p.pid, 0); errors.Is(err, unix.ESRCH) {
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(2 * time.Millisecond) // no event tells that a process group emptied
+	}
 }
 
 // release closes the pidfd.

@@ -54,7 +54,6 @@ func (s *Supervisor) restart(ctx context.Context) (res RestartResult, drained <-
 		return fail(errors.New("no generation is serving"))
 	}
 	res.Predecessor = old.n
-	s.capDraining()
 	if err := s.newListeners(g); err != nil {
 		return fail(err)
 	}
@@ -76,6 +75,7 @@ func (s *Supervisor) restart(ctx context.Context) (res RestartResult, drained <-
 		s.retire(g, StateAbandoned)
 		return fail(fmt.Errorf("%s: abandoned: rpwrap is stopping", g))
 	}
+	s.capDraining() // only now is one more generation going to drain
 	tf := time.Now()
 	if err := s.flip(old, g); err != nil {
 		s.retire(g, StateAbandoned)

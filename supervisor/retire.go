@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -52,6 +53,9 @@ func (s *Supervisor) retire(g *generation, st State) {
 			g.log.Warn("kill process group", "err", err)
 		}
 		<-g.done
+		if !g.proc.waitGroupGone(2 * time.Second) {
+			g.log.Warn("processes of its group are still exiting after SIGKILL")
+		}
 		g.proc.release()
 	}
 	if g.cancel != nil {

@@ -49,8 +49,12 @@ func (r Ready) String() string {
 }
 
 // ParseReady parses `none`, `notify`, `accept`, `http:PATH`, `exec:CMD` or
-// `delay:DURATION`. It fails with a message that lists the valid forms.
+// `delay:DURATION`; "" is the default (Ready{}: accept with a TCP address,
+// none with UDP alone). It fails with a message that lists the valid forms.
 func ParseReady(s string) (Ready, error) {
+	if s == "" {
+		return Ready{}, nil
+	}
 	kind, arg, hasArg := strings.Cut(s, ":")
 	bad := func(why string) (Ready, error) {
 		return Ready{}, fmt.Errorf("--ready %q: %s (want none, notify, accept, http:PATH, exec:CMD or delay:DURATION)", s, why)

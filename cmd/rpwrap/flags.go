@@ -247,8 +247,9 @@ Flags (each also from the environment variable in brackets):
         bind        intercept the server's own bind(2) of a managed address and
                     put rpwrap's socket in its place (Apache, any server)
   --selector KIND        auto, ebpf or cbpf (default auto: eBPF when permitted)  [RPWRAP_SELECTOR]
-  --ready CHECK          when a new generation counts as ready (default accept)  [RPWRAP_READY]
-        none            at once
+  --ready CHECK          when a new generation counts as ready (default accept, or none when
+                         every address is UDP)  [RPWRAP_READY]
+        none            at once (with --pass bind: once the server has bound every address)
         notify          READY=1 on its NOTIFY_SOCKET (sd_notify(3))
         accept          a probe connection that only the new socket receives is accepted
         http:PATH       that probe gets a 2xx answer to GET PATH

@@ -81,8 +81,8 @@ func skip(sc scenario, ls loadShape, quick bool) bool {
 	return sc.Stuck && ls.KeepAlive
 }
 
-// isHeadline tells the rows of the main target: rpwrap, healthy
-// and stuck, closed loop.
+// isHeadline tells the headline rows: rpwrap, healthy and stuck, closed
+// loop.
 func isHeadline(st strategy, sc scenario, ls loadShape) bool {
 	_, isRpwrap := st.(wrapped)
 	return isRpwrap && ls.Name == "closed" && sc.ReadyDelay == 0

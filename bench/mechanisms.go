@@ -11,8 +11,8 @@ import (
 	"github.com/rpwrap/rpwrap/fdpass"
 )
 
-// ownMechanisms are the restart mechanisms of each server that issue 9's
-// anchors measured, in the order of its table.
+// ownMechanisms are the restart mechanisms of each server that the
+// reference figures measured, in the order of their table.
 func ownMechanisms() []own {
 	a, n, h := apacheServer, nginxServer, haproxyServer
 	apacheStart := func(in *ownInstance) error {

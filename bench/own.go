@@ -15,8 +15,8 @@ import (
 	"time"
 )
 
-// own is one of a server's own restart mechanisms, run as the anchors of
-// issue 9 ran it: the bench plays the operator who sends the signals.
+// own is one of a server's own restart mechanisms, run as an operator
+// would: the bench plays the operator who sends the signals.
 type own struct {
 	srv   realServer
 	name  string

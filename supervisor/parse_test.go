@@ -29,7 +29,10 @@ func TestParseReady(t *testing.T) {
 			t.Errorf("ParseReady(%q).String() = %q", in, got.String())
 		}
 	}
-	for _, in := range []string{"", "ready", "notify:x", "http:", "http:healthz", "http:/a b", "exec:", "exec:  ", "delay:", "delay:soon", "delay:-1s"} {
+	if got, err := ParseReady(""); err != nil || got != (Ready{}) {
+		t.Errorf(`ParseReady("") = %+v, %v; want the default, Ready{}`, got, err)
+	}
+	for _, in := range []string{"ready", "notify:x", "http:", "http:healthz", "http:/a b", "exec:", "exec:  ", "delay:", "delay:soon", "delay:-1s"} {
 		if _, err := ParseReady(in); err == nil || !strings.Contains(err.Error(), "want none, notify, accept") {
 			t.Errorf("ParseReady(%q): %v, want an error listing the valid forms", in, err)
 		}

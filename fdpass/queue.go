@@ -4,6 +4,7 @@ package fdpass
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"math"
 	"net/netip"
@@ -87,12 +88,27 @@ func diagAddr(m inetDiagMsg) netip.Addr {
 	return netip.AddrFrom16(m.ID.Src)
 }
 
-// ConnInode looks up the TCP socket whose own address is local and whose
-// peer is remote (sock_diag(7), an exact lookup, not a dump) and returns
-// its inode: 0 while the connection waits in an accept queue, the inode of
-// the accepted socket once a process accepted it. It fails with an error
-// wrapping syscall.ENOENT when no such connection exists.
-func ConnInode(local, remote netip.AddrPort) (uint64, error) {
+// Conn is what sock_diag(7) tells of one TCP connection: its state
+// (TCP_ESTABLISHED and so on, linux/tcp_states.h) and its inode, which is 0
+// while the connection waits in an accept queue and again once the process
+// that accepted it has closed it (an orphan in FIN_WAIT or TIME_WAIT).
+type Conn struct {
+	State uint8
+	Inode uint64
+}
+
+// TCP states of linux/tcp_states.h that LookupConn's callers test.
+const (
+	TCPEstablished = 1
+	TCPSynRecv     = 3
+)
+
+// LookupConn looks up the TCP connection whose own address is local and
+// whose peer is remote, with an exact sock_diag(7) request, not a dump. It
+// fails with an error wrapping syscall.ENOENT when no such connection
+// exists: the kernel then answers with a listener of local's address, which
+// is not this connection, and LookupConn says so.
+func LookupConn(local, remote netip.AddrPort) (Conn, error) {
 	family := uint8(unix.AF_INET6)
 	if local.Addr().Is4() {
 		family = unix.AF_INET
@@ -104,13 +120,15 @@ func ConnInode(local, remote netip.AddrPort) (uint64, error) {
 	putDiagAddr(&req.ID.Dst, remote.Addr())
 	req.ID.Cookie = [2]uint32{^uint32(0), ^uint32(0)} // INET_DIAG_NOCOOKIE
 	msgs, err := querySockets(req, unix.NLM_F_REQUEST)
-	if err != nil {
-		return 0, fmt.Errorf("look up connection %s -> %s: %w", remote, local, err)
+	if err != nil && !errors.Is(err, syscall.ENOENT) {
+		return Conn{}, fmt.Errorf("look up connection %s -> %s: %w", remote, local, err)
 	}
-	if len(msgs) == 0 {
-		return 0, fmt.Errorf("look up connection %s -> %s: %w", remote, local, syscall.ENOENT)
+	for _, m := range msgs {
+		if m.State != tcpListen && binary.BigEndian.Uint16(m.ID.SPort[:]) == local.Port() && binary.BigEndian.Uint16(m.ID.DPort[:]) == remote.Port() {
+			return Conn{State: m.State, Inode: uint64(m.Inode)}, nil
+		}
 	}
-	return uint64(msgs[0].Inode), nil
+	return Conn{}, fmt.Errorf("look up connection %s -> %s: %w", remote, local, syscall.ENOENT)
 }
 
 func putDiagAddr(dst *[16]byte, a netip.Addr) {

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"slices"
 	"strconv"
 	"syscall"
 	"time"
@@ -101,7 +102,7 @@ func (s *Supervisor) probeOne(ctx context.Context, g *generation, i int) (err er
 		return err
 	}
 	defer c.Close()
-	if err := s.acceptedBy(ctx, g, l, target, ps.local); err != nil {
+	if err := s.acceptedBy(ctx, g, i, l, target, ps.local); err != nil {
 		return err
 	}
 	if s.cfg.Ready.Kind == ReadyHTTP {
@@ -111,31 +112,30 @@ func (s *Supervisor) probeOne(ctx context.Context, g *generation, i int) (err er
 }
 
 // acceptedBy waits until a process of g has accepted the probe connection
-// from local to target, from g's own socket l. The handshake completes in
-// the kernel, whoever listens: only a connection that rpwrap has seen in
-// l's accept queue (which only probes reach before the flip), or whose
-// accepted socket a process of g holds, counts. A probe answered by another
-// socket (one listening on a more specific address of the port) fails.
-func (s *Supervisor) acceptedBy(ctx context.Context, g *generation, l *fdpass.Listener, target, local netip.AddrPort) error {
+// from local to target, from g's own socket l (of group i). The handshake
+// completes in the kernel, whoever listens: only a connection that rpwrap
+// has seen in l's accept queue (which only probes reach before the flip),
+// or whose accepted socket a process of g holds, counts. A probe answered
+// by another socket (one listening on a more specific address of the port)
+// fails.
+func (s *Supervisor) acceptedBy(ctx context.Context, g *generation, i int, l *fdpass.Listener, target, local netip.AddrPort) error {
 	sawQueued := false
 	for {
 		if q, _, err := fdpass.QueueDepth(l); err == nil && q > 0 {
 			sawQueued = true
 		}
-		inode, err := fdpass.ConnInode(target, local)
+		c, err := fdpass.LookupConn(target, local)
+		closed := errors.Is(err, syscall.ENOENT) || err == nil && c.Inode == 0 && c.State != fdpass.TCPEstablished && c.State != fdpass.TCPSynRecv
 		switch {
-		case errors.Is(err, syscall.ENOENT) && sawQueued:
-			return nil // accepted from l, and closed already
-		case errors.Is(err, syscall.ENOENT):
+		case closed && (sawQueued || !slices.Contains(s.foreignAddrs(i), target)):
+			return nil // accepted and closed already: from l, the only socket that can have it
+		case closed:
 			return fmt.Errorf("probe connection to %s was closed before rpwrap saw it reach %s", target, g)
 		case err != nil:
 			return err
-		case inode != 0:
-			if procfs.SocketInodes(procfs.Tree(g.pid))[inode] {
-				return nil
-			}
-			if sawQueued {
-				return nil // accepted from l by a process that left g's tree, or closed and reused
+		case c.Inode != 0:
+			if procfs.SocketInodes(procfs.Tree(g.pid))[c.Inode] || sawQueued {
+				return nil // held by g, or taken from l by a process that left g's tree
 			}
 			return fmt.Errorf("probe connection to %s was accepted by a process outside %s: a socket of another program listens on %s, "+
 				"more specific than %s, and takes the clients that connect to that address whatever rpwrap does", target, g, target, l.Spec().Addr)

@@ -48,7 +48,7 @@ func (s *Supervisor) drain(old *generation, tf, deadline time.Time, rec *Restart
 	if s.cfg.ShutdownAtFlip {
 		s.shutdownListeners(old)
 	}
-	if s.pause(old, s.cfg.DrainDelay) && !s.waitQueuesEmpty(old) {
+	if s.pause(old, s.cfg.DrainDelay) && !s.waitQueuesEmpty(old, deadline) {
 		handed = true
 		s.handOver(old, "not accepting")
 	}
@@ -57,7 +57,7 @@ func (s *Supervisor) drain(old *generation, tf, deadline time.Time, rec *Restart
 		handed = true
 	}
 	if s.Flavour() == bpf.CBPF {
-		s.relayLingering(old)
+		s.relayLingering(old, deadline)
 	}
 	s.mu.Lock()
 	rec.Drained, rec.Drain, rec.Migrated = true, time.Since(tf), handed
@@ -99,13 +99,14 @@ func queued(g *generation) (total uint64) {
 
 // waitQueuesEmpty waits until g's queues are empty. It returns false when
 // they stay non-empty without shrinking for DrainStall (g hangs), and true
-// once they are empty, g has exited, or the drain was told to end.
-func (s *Supervisor) waitQueuesEmpty(g *generation) bool {
+// once they are empty, g has exited, the drain was told to end, or its
+// deadline has come.
+func (s *Supervisor) waitQueuesEmpty(g *generation, deadline time.Time) bool {
 	var last uint64
 	lastChange := time.Now()
 	for {
 		total := queued(g)
-		if total == 0 || g.exited() {
+		if total == 0 || g.exited() || time.Now().After(deadline) {
 			return true
 		}
 		if total < last || last == 0 {
@@ -147,13 +148,14 @@ func (s *Supervisor) watch(g *generation, deadline time.Time) (handed bool) {
 	var lastHolderCheck time.Time
 	var last uint64
 	lastChange, letGo := time.Now(), false
+	early := false // told to stop before its deadline: killed after StopTimeout
 	for {
 		select {
 		case <-g.done:
 			s.killWorkers(g)
 			return handed
 		case <-timer.C:
-			if stopNow == nil {
+			if early {
 				g.log.Warn("did not stop within --stop-timeout of being told to stop: sending SIGKILL to its process group", "stop_timeout", s.cfg.StopTimeout)
 			} else {
 				g.log.Warn("did not stop by its deadline: sending SIGKILL to its process group", "drain_timeout", s.cfg.DrainTimeout)
@@ -163,7 +165,10 @@ func (s *Supervisor) watch(g *generation, deadline time.Time) (handed bool) {
 			return handed
 		case <-stopNow:
 			stopNow = nil
-			timer.Reset(min(time.Until(deadline), s.cfg.StopTimeout))
+			if time.Until(deadline) > s.cfg.StopTimeout {
+				early = true
+				timer.Reset(s.cfg.StopTimeout)
+			}
 		case <-tick.C:
 		}
 		if letGo && s.Flavour() == bpf.EBPF {
@@ -228,6 +233,10 @@ func (s *Supervisor) letGo(g *generation) (handed bool) {
 // Datagrams queued on a UDP socket cannot be moved: they are read by g or
 // lost when it closes the socket.
 func (s *Supervisor) handOver(g *generation, why string) {
+	if !hasTCP(g) {
+		g.log.Warn(why+": its datagrams still queued are lost when it closes its sockets", "stall", s.cfg.DrainStall)
+		return
+	}
 	if s.Flavour() == bpf.EBPF {
 		g.log.Warn(why+": handing its queued connections to the active generation", "stall", s.cfg.DrainStall)
 		s.shutdownListeners(g)
@@ -255,14 +264,17 @@ func (s *Supervisor) shutdownListeners(g *generation) {
 // for as long as a connection may still be let in by TCP_DEFER_ACCEPT,
 // and then once more: closing the socket with a connection on it would
 // reset that connection.
-func (s *Supervisor) relayLingering(g *generation) {
+func (s *Supervisor) relayLingering(g *generation, deadline time.Time) {
 	var longest time.Duration
 	for _, l := range g.listeners {
 		if d := deferAccept(l); d > longest {
 			longest = d
 		}
 	}
-	until := time.Now().Add(min(longest, s.cfg.DrainTimeout))
+	until := time.Now().Add(longest)
+	if until.After(deadline) {
+		until = deadline
+	}
 	for time.Now().Before(until) {
 		s.rescue(g)
 		select {
@@ -315,4 +327,14 @@ func (s *Supervisor) freeSlot(i int, inode uint64, slot bpf.Slot) error {
 		}
 	}
 	return grp.sel.Remove(slot)
+}
+
+// hasTCP reports whether g has a TCP socket.
+func hasTCP(g *generation) bool {
+	for _, l := range g.listeners {
+		if l.Spec().Network == "tcp" {
+			return true
+		}
+	}
+	return false
 }

@@ -61,6 +61,13 @@ func (s *Supervisor) loop(ctx context.Context, sigs chan os.Signal, first *gener
 			close(s.ready)
 			first.log.Info("ready", "after", time.Since(first.started).Round(time.Millisecond), "selector", s.Flavour())
 			s.notifyReady()
+			if first.exited() { // its exit may have come first, and been passed over as not the active one's
+				if code, stop := s.activeDied(first); stop {
+					return code
+				}
+				startRespawn(first)
+				continue
+			}
 			if len(pending) > 0 { // triggers that came while it started
 				startRestart(pending)
 				pending = nil
@@ -232,9 +239,9 @@ func (s *Supervisor) respawn(ctx context.Context, g *generation) (*generation, e
 	s.mu.Lock()
 	ng := newGeneration(s.nextGen)
 	s.nextGen++
-	s.mu.Unlock()
 	ng.listeners, ng.slots = g.listeners, g.slots
-	g.inherited = true
+	g.inherited = true // read by retire only
+	s.mu.Unlock()
 	s.retire(g, s.deadEnd(g))
 	if err := s.spawn(ng); err != nil {
 		s.publishDead(ng)

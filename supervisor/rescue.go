@@ -3,6 +3,7 @@
 package supervisor
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -29,11 +30,14 @@ func (s *Supervisor) rescue(g *generation) int {
 		if l.Spec().Network != "tcp" {
 			continue
 		}
-		target := probeTarget(s.groups[i].spec.Addr, s.foreignAddrs(i))
+		var target fmt.Stringer
 		for {
 			q, _, err := fdpass.QueueDepth(l)
 			if err != nil || q == 0 {
 				break
+			}
+			if target == nil { // only when there is something to relay: it costs two sock_diag dumps
+				target = probeTarget(s.groups[i].spec.Addr, s.foreignAddrs(i))
 			}
 			c, err := acceptNow(l)
 			if err != nil {
@@ -52,7 +56,8 @@ func (s *Supervisor) rescue(g *generation) int {
 
 // acceptNow accepts one connection from l without waiting: the socket is
 // shared with the predecessor, whose blocking mode is its own, so the
-// accept is bounded by SO_RCVTIMEO instead.
+// accept is bounded by SO_RCVTIMEO instead, which is put back right after
+// (the predecessor may still accept from the socket).
 func acceptNow(l *fdpass.Listener) (net.Conn, error) {
 	rc, err := l.SyscallConn()
 	if err != nil {
@@ -61,8 +66,13 @@ func acceptNow(l *fdpass.Listener) (net.Conn, error) {
 	var nfd int
 	var aerr error
 	err = rc.Control(func(fd uintptr) {
+		old, gerr := unix.GetsockoptTimeval(int(fd), unix.SOL_SOCKET, unix.SO_RCVTIMEO)
 		tv := unix.NsecToTimeval((50 * time.Millisecond).Nanoseconds())
-		unix.SetsockoptTimeval(int(fd), unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv)
+		if serr := unix.SetsockoptTimeval(int(fd), unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); serr != nil || gerr != nil {
+			aerr = errors.Join(serr, gerr) // a blocking accept could wait forever
+			return
+		}
+		defer unix.SetsockoptTimeval(int(fd), unix.SOL_SOCKET, unix.SO_RCVTIMEO, old)
 		for {
 			nfd, _, aerr = unix.Accept4(int(fd), unix.SOCK_CLOEXEC)
 			if aerr != unix.EINTR {

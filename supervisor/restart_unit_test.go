@@ -172,7 +172,7 @@ func TestPauseEndsWithTheDrain(t *testing.T) {
 	if !s.pause(g2, time.Hour) {
 		t.Error("pause of an exited generation reported the drain ended")
 	}
-	if !s.waitQueuesEmpty(g2) { // no sockets: nothing queued
+	if !s.waitQueuesEmpty(g2, time.Now().Add(time.Hour)) { // no sockets: nothing queued
 		t.Error("waitQueuesEmpty with nothing queued reported a stall")
 	}
 }

@@ -8,6 +8,8 @@ package procfs
 
 import (
 	"bytes"
+	"errors"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
@@ -125,15 +127,17 @@ func SocketInodes(pids []int) map[uint64]bool {
 	return inodes
 }
 
-// HoldsAny reports whether one of the processes holds one of inodes.
+// HoldsAny reports whether one of the processes holds one of inodes. A
+// process whose descriptors rpwrap may not read (another user's, without
+// CAP_SYS_PTRACE) counts as holding them: nothing says it does not.
 func HoldsAny(pids []int, inodes map[uint64]bool) bool {
 	found := false
 	for _, pid := range pids {
-		eachSocket(pid, func(ino uint64) bool {
+		err := eachSocket(pid, func(ino uint64) bool {
 			found = inodes[ino]
 			return !found
 		})
-		if found {
+		if found || errors.Is(err, fs.ErrPermission) {
 			return true
 		}
 	}
@@ -141,10 +145,11 @@ func HoldsAny(pids []int, inodes map[uint64]bool) bool {
 }
 
 // eachSocket calls fn with the inode of each socket pid holds, until fn
-// returns false.
-func eachSocket(pid int, fn func(uint64) bool) {
+// returns false. It fails when pid's descriptors cannot be listed (it is
+// gone, or they are not rpwrap's to read).
+func eachSocket(pid int, fn func(uint64) bool) error {
 	dir := filepath.Join("/proc", strconv.Itoa(pid), "fd")
-	ents, _ := os.ReadDir(dir)
+	ents, err := os.ReadDir(dir)
 	for _, e := range ents {
 		target, err := os.Readlink(filepath.Join(dir, e.Name()))
 		if err != nil || !strings.HasPrefix(target, "socket:[") {
@@ -152,7 +157,8 @@ func eachSocket(pid int, fn func(uint64) bool) {
 		}
 		n, err := strconv.ParseUint(strings.TrimSuffix(target[len("socket:["):], "]"), 10, 64)
 		if err == nil && !fn(n) {
-			return
+			return nil
 		}
 	}
+	return err
 }

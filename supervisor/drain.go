@@ -36,6 +36,7 @@ import (
 // at most, or its own deadline if that comes first.
 
 const (
+	maxLinger  = 2 * time.Second       // see relayLingering
 	drainPoll  = 2 * time.Millisecond  // the kernel gives no event for an emptied queue
 	holderPoll = 50 * time.Millisecond // how often /proc is read to see who still holds a socket
 )
@@ -261,9 +262,12 @@ func (s *Supervisor) shutdownListeners(g *generation) {
 }
 
 // relayLingering, with cBPF, keeps relaying what lands on g's TCP sockets
-// for as long as a connection may still be let in by TCP_DEFER_ACCEPT,
-// and then once more: closing the socket with a connection on it would
-// reset that connection.
+// for a while after g exited when they have TCP_DEFER_ACCEPT (a client that
+// connected before the flip may send its first bytes only now), and then
+// once more: closing a socket with a connection on it resets that
+// connection. The while is the defer period, at most maxLinger: a client
+// silent for longer than that after the old generation ended is reset
+// (the eBPF selector migrates it instead).
 func (s *Supervisor) relayLingering(g *generation, deadline time.Time) {
 	var longest time.Duration
 	for _, l := range g.listeners {
@@ -271,7 +275,7 @@ func (s *Supervisor) relayLingering(g *generation, deadline time.Time) {
 			longest = d
 		}
 	}
-	until := time.Now().Add(longest)
+	until := time.Now().Add(min(longest, maxLinger))
 	if until.After(deadline) {
 		until = deadline
 	}

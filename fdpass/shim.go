@@ -131,11 +131,41 @@ func runShim(path string) int {
 		// nginx takes inherited sockets as its old master left them, which
 		// was non-blocking; a blocking one parks a worker in accept(2). Each
 		// generation has a socket of its own, so no other holder is affected.
-		unix.SetNonblock(fd, true)
+		if err := unix.SetNonblock(fd, true); err != nil {
+			fmt.Fprintf(os.Stderr, "rpwrap: %s: make inherited socket %d non-blocking for nginx: %v\n", path, fd, err)
+			return 126
+		}
 	}
-	unix.CloseRange(uint(listenFdsStart+n), math.MaxUint32, unix.CLOSE_RANGE_CLOEXEC)
+	if err := closeOnExecFrom(listenFdsStart + n); err != nil {
+		// The server would inherit descriptors of rpwrap's that are not its own.
+		fmt.Fprintf(os.Stderr, "rpwrap: %s: mark descriptors close-on-exec: %v\n", path, err)
+		return 126
+	}
 	err := syscall.Exec(path, os.Args[1:], os.Environ())
 	return execFailure(path, err)
+}
+
+// closeOnExecFrom marks every descriptor from first on close-on-exec: with
+// close_range(2) (Linux 5.11), else one by one from /proc/self/fd.
+func closeOnExecFrom(first int) error {
+	err := unix.CloseRange(uint(first), math.MaxUint32, unix.CLOSE_RANGE_CLOEXEC)
+	if err == nil {
+		return nil
+	}
+	ents, rerr := os.ReadDir("/proc/self/fd")
+	if rerr != nil {
+		return fmt.Errorf("close_range: %v; list /proc/self/fd: %w", err, rerr)
+	}
+	for _, e := range ents {
+		fd, perr := strconv.Atoi(e.Name())
+		if perr != nil || fd < first {
+			continue
+		}
+		if _, ferr := unix.FcntlInt(uintptr(fd), unix.F_SETFD, unix.FD_CLOEXEC); ferr != nil && ferr != unix.EBADF {
+			return fmt.Errorf("fcntl F_SETFD on fd %d: %w", fd, ferr)
+		}
+	}
+	return nil
 }
 
 func bindFilter() error {

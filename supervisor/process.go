@@ -160,23 +160,3 @@ func (p *process) release() {
 		p.pidfd = -1
 	}
 }
-
-// signalProcess sends sig to pid, ignoring a process that is already gone.
-// A pid of 0 or less is ignored: kill(2) would read it as a process group,
-// rpwrap's own among them.
-func signalProcess(pid int, sig syscall.Signal) error {
-	if pid <= 0 {
-		return nil
-	}
-	if err := unix.Kill(pid, sig); err != nil && err != unix.ESRCH {
-		return fmt.Errorf("send %v to pid %d: %w", sig, pid, err)
-	}
-	return nil
-}
-
-// killGroup sends SIGKILL to the process group pgid; see process.killGroup.
-func killGroup(pgid int) {
-	if pgid > 0 {
-		_ = unix.Kill(-pgid, unix.SIGKILL) // ESRCH: the group is empty already
-	}
-}

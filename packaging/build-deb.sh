@@ -52,9 +52,10 @@ esac
 
 # A Debian version starts with a digit and, for a native package, has no
 # hyphen: v1.2.3 -> 1.2.3, v1.2.3-4-gabc-dirty -> 1.2.3+4.gabc.dirty,
-# 83902cb -> 0~git20250102.83902cb.
+# a bare commit (no tag yet) 83902cb -> 0~git20250102.83902cb, sorting
+# below every release.
 debversion=${version#v}
-if ! [[ $debversion =~ ^[0-9] ]]; then
+if ! [[ $debversion =~ ^[0-9]+\.[0-9] ]]; then
 	debversion="0~git$(date -u -d "@$SOURCE_DATE_EPOCH" +%Y%m%d).$debversion"
 fi
 debversion=$(printf '%s' "$debversion" | sed 's/-/+/; s/-/./g; s/[^A-Za-z0-9.+~]/./g')
@@ -67,6 +68,7 @@ install -m 0755 "$work/rpwrap" "$pkg/usr/bin/rpwrap"
 "$host" --help-man | gzip -9n >"$pkg/usr/share/man/man1/rpwrap.1.gz"
 "$host" --help-completion >"$pkg/usr/share/bash-completion/completions/rpwrap"
 chmod 0644 "$pkg/usr/share/bash-completion/completions/rpwrap"
+install -D -m 0644 "$root/packaging/lintian/rpwrap" "$pkg/usr/share/lintian/overrides/rpwrap"
 
 # Examples: the systemd units and the Apache, nginx and HAProxy setups.
 install -d "$doc/examples/systemd"

@@ -10,16 +10,18 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/rpwrap/rpwrap/internal/testutil"
 )
 
-// TestDebInstallsRunsAndRemoves builds the .deb, installs it into this
-// machine with dpkg -i, runs the installed rpwrap, its man page, its bash
-// completion and a short demo, then removes it with dpkg -r and checks that
-// no file of the package is left.
+// TestDebInstallsRunsAndRemoves builds the .deb, checks it with lintian
+// (while the rest runs), installs it into this machine with dpkg -i, runs
+// the installed rpwrap, its man page, its bash completion and a short demo,
+// then removes it with dpkg -r and checks that no file of the package is
+// left.
 func TestDebInstallsRunsAndRemoves(t *testing.T) {
 	testutil.RequireRoot(t)
 	for _, tool := range []string{"git", "dpkg", "dpkg-deb", "dpkg-query", "man", "bash", "gzip"} {
@@ -43,6 +45,10 @@ func TestDebInstallsRunsAndRemoves(t *testing.T) {
 		}
 	}
 
+	if _, err := exec.LookPath("lintian"); err != nil {
+		testutil.SkipOrFail(t, "lintian not installed (apt-get install lintian)")
+	}
+	lintian := start(t, 2*time.Minute, "lintian", "--fail-on", "error,warning", "--pedantic", deb)
 	run(t, 2*time.Minute, "dpkg", "-i", deb)
 	t.Cleanup(func() {
 		if dpkgInstalled(t) {
@@ -68,6 +74,10 @@ COMP_WORDS=(rpwrap ctl ""); COMP_CWORD=2; _rpwrap; echo "${COMPREPLY[*]}"`)
 	demo := run(t, time.Minute, "/usr/bin/rpwrap", "demo", "--restarts", "2", "--interval", "500ms")
 	if !regexp.MustCompile(`(?m)^0 of [1-9][0-9]* requests failed across 2 restarts`).MatchString(demo) {
 		t.Errorf("rpwrap demo:\n%s", demo)
+	}
+
+	if out := lintian(); strings.TrimSpace(out) != "" {
+		t.Errorf("lintian %s:\n%s", filepath.Base(deb), out)
 	}
 
 	run(t, time.Minute, "dpkg", "-r", "rpwrap")
@@ -126,15 +136,35 @@ func dpkgInstalled(t *testing.T) bool {
 // fails the test with stderr when the command fails.
 func run(t *testing.T, limit time.Duration, name string, args ...string) string {
 	t.Helper()
+	return start(t, limit, name, args...)()
+}
+
+// start starts name with args, bounded by limit; the function it returns
+// waits for it and returns its stdout, failing the test with stderr when
+// the command fails. A command not waited for is killed at the test's end.
+func start(t *testing.T, limit time.Duration, name string, args ...string) func() string {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), limit)
-	defer cancel()
 	cmd := exec.CommandContext(ctx, name, args...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	start := time.Now()
-	if err := cmd.Run(); err != nil {
-		t.Fatalf("%s %s: %v after %v\n%s%s", name, strings.Join(args, " "), err, time.Since(start).Round(time.Millisecond), stdout.String(), stderr.String())
+	began := time.Now()
+	if err := cmd.Start(); err != nil {
+		cancel()
+		t.Fatalf("start %s: %v", name, err)
 	}
-	t.Logf("%s %s: %v", name, strings.Join(args, " "), time.Since(start).Round(time.Millisecond))
-	return stdout.String()
+	var once sync.Once
+	var err error
+	wait := func() { once.Do(func() { err = cmd.Wait(); cancel() }) }
+	t.Cleanup(func() { cancel(); wait() }) // kills it when not waited for
+	return func() string {
+		t.Helper()
+		wait()
+		took := time.Since(began).Round(time.Millisecond)
+		if err != nil {
+			t.Fatalf("%s %s: %v after %v\n%s%s", name, strings.Join(args, " "), err, took, stdout.String(), stderr.String())
+		}
+		t.Logf("%s %s: %v", name, strings.Join(args, " "), took)
+		return stdout.String()
+	}
 }

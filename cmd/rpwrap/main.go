@@ -16,7 +16,9 @@ import (
 	"github.com/rpwrap/rpwrap/fdpass"
 )
 
-// version is set at build time: go build -ldflags "-X main.version=v1.2.3".
+// version is set at build time: go build -ldflags "-X main.version=v1.2.3";
+// without it main takes it from the binary's build information
+// (resolveVersion), so a build from a git clone names its commit.
 var version = "devel"
 
 // env is the outside world of one run: the process environment and the
@@ -29,6 +31,7 @@ type env struct {
 
 func main() {
 	fdpass.RunShim() // in the exec shim this execs the server and never returns
+	version = resolveVersion(version)
 	os.Exit(run(env{getenv: os.Getenv, stdout: os.Stdout, stderr: os.Stderr}, os.Args[1:]))
 }
 
@@ -42,12 +45,25 @@ func run(e env, args []string) int {
 			return runDemo(e, args[1:])
 		case "serve-demo": // hidden: the built-in server that demo wraps
 			return runServeDemo(args[1:])
+		case "--help-man": // hidden: rpwrap(1), for packaging/build-deb.sh
+			return writeOrFail(e, writeManPage(e.stdout, version, manDate(e)))
+		case "--help-completion": // hidden: the bash completion script
+			return writeOrFail(e, writeBashCompletion(e.stdout))
 		case "version":
 			fmt.Fprintln(e.stdout, "rpwrap", version)
 			return 0
 		}
 	}
 	return runWrap(e, args)
+}
+
+// writeOrFail is the exit status of a command that only writes to stdout.
+func writeOrFail(e env, err error) int {
+	if err != nil {
+		printError(e.stderr, "rpwrap", "write to stdout: "+err.Error())
+		return 1
+	}
+	return 0
 }
 
 // printError writes "PREFIX: MSG" to w, once: a message that already

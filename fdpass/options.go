@@ -98,3 +98,28 @@ func (r *optionReader) int(level, opt int, name string) int {
 	}
 	return v
 }
+
+// String lists the options as NAME=VALUE, booleans as 0 or 1, leaving out
+// those that do not apply: "SO_REUSEPORT=1 SO_REUSEADDR=1
+// TCP_DEFER_ACCEPT=0 TCP_FASTOPEN=0 backlog=4096 queued=0 SO_RCVBUF=131072
+// SO_SNDBUF=16384 O_NONBLOCK=0".
+func (o SocketOptions) String() string {
+	s := fmt.Sprintf("SO_REUSEPORT=%d SO_REUSEADDR=%d", b01(o.ReusePort), b01(o.ReuseAddr))
+	if o.V6Only != nil {
+		s += fmt.Sprintf(" IPV6_V6ONLY=%d", b01(*o.V6Only))
+	}
+	if o.DeferAccept != nil && o.FastOpen != nil {
+		s += fmt.Sprintf(" TCP_DEFER_ACCEPT=%d TCP_FASTOPEN=%d", *o.DeferAccept, *o.FastOpen)
+	}
+	if o.Backlog != nil && o.Queued != nil {
+		s += fmt.Sprintf(" backlog=%d queued=%d", *o.Backlog, *o.Queued)
+	}
+	return s + fmt.Sprintf(" SO_RCVBUF=%d SO_SNDBUF=%d O_NONBLOCK=%d", o.RcvBuf, o.SndBuf, b01(o.NonBlock))
+}
+
+func b01(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}

@@ -60,9 +60,9 @@ func TestOptionsReadsWhatTheKernelHas(t *testing.T) {
 		"inode": int(l.Inode()),
 	}
 	got := map[string]int{
-		"SO_REUSEPORT": b2i(o.ReusePort), "SO_REUSEADDR": b2i(o.ReuseAddr), "IPV6_V6ONLY": b2i(*o.V6Only),
+		"SO_REUSEPORT": b01(o.ReusePort), "SO_REUSEADDR": b01(o.ReuseAddr), "IPV6_V6ONLY": b01(*o.V6Only),
 		"TCP_DEFER_ACCEPT": *o.DeferAccept, "TCP_FASTOPEN": *o.FastOpen, "SO_RCVBUF": o.RcvBuf, "SO_SNDBUF": o.SndBuf,
-		"O_NONBLOCK": b2i(o.NonBlock), "backlog": int(*o.Backlog), "queued": int(*o.Queued), "inode": int(o.Inode),
+		"O_NONBLOCK": b01(o.NonBlock), "backlog": int(*o.Backlog), "queued": int(*o.Queued), "inode": int(o.Inode),
 	}
 	for k, v := range want {
 		if got[k] != v {
@@ -93,6 +93,12 @@ func TestOptionsOfAnIPv4UDPSocketOmitTCPAndIPv6Fields(t *testing.T) {
 		if strings.Contains(string(b), absent) {
 			t.Errorf("JSON %s has %s", b, absent)
 		}
+		if strings.Contains(o.String(), absent) {
+			t.Errorf("text %q has %s", o, absent)
+		}
+	}
+	if want := "SO_REUSEPORT=1 SO_REUSEADDR=0 SO_RCVBUF="; !strings.HasPrefix(o.String(), want) {
+		t.Errorf("text %q, want it to begin with %q", o, want)
 	}
 }
 
@@ -104,9 +110,3 @@ func TestOptionsOfAClosedSocketFails(t *testing.T) {
 	}
 }
 
-func b2i(b bool) int {
-	if b {
-		return 1
-	}
-	return 0
-}

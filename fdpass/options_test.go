@@ -109,4 +109,3 @@ func TestOptionsOfAClosedSocketFails(t *testing.T) {
 		t.Errorf("Options of a closed socket: %v, want an error that says it is closed", err)
 	}
 }
-

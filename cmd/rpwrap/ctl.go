@@ -208,8 +208,12 @@ func printAnswer(e env, o *ctlOptions, resp supervisor.Response) {
 	case resp.Sockets != nil:
 		resp.Sockets.Write(e.stdout)
 	case r != nil && resp.OK:
-		fmt.Fprintf(e.stdout, "restarted: generation %d (pid %d) ready in %s, flipped %s after the trigger, old generation drained in %s\n",
-			r.Generation, r.Pid, r.Ready.Round(time.Millisecond), r.ToFlip.Round(time.Millisecond), r.Drain.Round(time.Millisecond))
+		old := fmt.Sprintf("generation %d draining (see rpwrap ctl status)", r.Predecessor)
+		if r.Drained {
+			old = fmt.Sprintf("old generation drained in %s", r.Drain.Round(time.Millisecond))
+		}
+		fmt.Fprintf(e.stdout, "restarted: generation %d (pid %d) ready in %s, flipped %s after the trigger, %s\n",
+			r.Generation, r.Pid, r.Ready.Round(time.Millisecond), r.ToFlip.Round(time.Millisecond), old)
 	}
 }
 

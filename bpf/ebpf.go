@@ -207,3 +207,20 @@ func (s *ebpfSelector) Close() error {
 	s.closed = true
 	return errors.Join(detachAny(s.conns), s.free())
 }
+
+// ProgramID returns the kernel's id of the selector's SK_REUSEPORT program,
+// the one `bpftool prog show id N` shows. ok is false when the kernel does
+// not tell it or the selector is closed.
+func (s *ebpfSelector) ProgramID() (id uint32, ok bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return 0, false
+	}
+	info, err := s.prog.Info()
+	if err != nil {
+		return 0, false
+	}
+	pid, ok := info.ID()
+	return uint32(pid), ok
+}

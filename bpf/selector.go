@@ -111,3 +111,14 @@ func New(first syscall.Conn, f Flavour) (Selector, error) {
 	}
 	return nil, fmt.Errorf("create reuseport selector: unknown flavour %q (want auto, ebpf or cbpf)", f)
 }
+
+// ProgramID returns the kernel's id of the eBPF program that steers sel's
+// group. ok is false for a cBPF selector (a classic program has no id), a
+// closed one, or when the kernel does not tell the id.
+func ProgramID(sel Selector) (id uint32, ok bool) {
+	p, is := sel.(interface{ ProgramID() (uint32, bool) })
+	if !is {
+		return 0, false
+	}
+	return p.ProgramID()
+}

@@ -16,6 +16,8 @@ import (
 
 // Config is what a Supervisor runs and how.
 type Config struct {
+	Version string // rpwrap's own version, shown by `rpwrap ctl status`
+
 	Path string   // the server's executable, resolved (fdpass.LookPath)
 	Argv []string // its argv, argv[0] as the user gave it
 	Env  []string // its base environment; rpwrap adds LISTEN_*, NOTIFY_SOCKET, RPWRAP_GENERATION

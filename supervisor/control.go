@@ -23,7 +23,7 @@ import (
 
 // Request is a control command.
 type Request struct {
-	Command string `json:"command"`        // "restart" or "status"
+	Command string `json:"command"`        // "restart", "status" or "sockets"
 	Wait    bool   `json:"wait,omitempty"` // restart: answer once the predecessor is drained, not at the flip
 }
 
@@ -34,6 +34,7 @@ type Response struct {
 	Error   string         `json:"error,omitempty"`
 	Restart *RestartResult `json:"restart,omitempty"`
 	Status  *Status        `json:"status,omitempty"`
+	Sockets *Sockets       `json:"sockets,omitempty"`
 }
 
 // maxRequest bounds a control request line.
@@ -49,10 +50,10 @@ func ParseRequest(b []byte) (Request, error) {
 		return r, fmt.Errorf("control request: %w", err)
 	}
 	switch r.Command {
-	case "restart", "status":
+	case "restart", "status", "sockets":
 		return r, nil
 	}
-	return r, fmt.Errorf("control request: unknown command %q (want restart or status)", r.Command)
+	return r, fmt.Errorf("control request: unknown command %q (want restart, status or sockets)", r.Command)
 }
 
 type controlServer struct {
@@ -198,6 +199,9 @@ func (c *controlServer) handle(conn *net.UnixConn) {
 	case "status":
 		st := c.s.Status()
 		reply(Response{OK: true, Status: &st})
+	case "sockets":
+		v := c.s.Sockets()
+		reply(Response{OK: true, Sockets: &v})
 	case "restart":
 		restart := c.s.Restart
 		if req.Wait {

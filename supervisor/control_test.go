@@ -12,11 +12,11 @@ import (
 )
 
 // FuzzParseRequest feeds ParseRequest arbitrary control lines: it never
-// panics, accepts only the two commands, refuses lines over maxRequest, and
+// panics, accepts only the three commands, refuses lines over maxRequest, and
 // what it accepts survives a round trip through the client's encoding.
 func FuzzParseRequest(f *testing.F) {
 	for _, seed := range []string{
-		`{"command":"restart"}`, `{"command":"status"}` + "\n", `{"command":"stop"}`, `{}`, `null`, ``,
+		`{"command":"restart"}`, `{"command":"status"}` + "\n", `{"command":"sockets"}`, `{"command":"stop"}`, `{}`, `null`, ``,
 		`{"command":1}`, `{"command":"restart","extra":true}`, `{"COMMAND":"status"}`, `{"command":"restart"}{"command":"status"}`,
 		"\xff\xfe", `{"command":"rest` + "\x00" + `art"}`, `[` + strings.Repeat(`[`, 5000),
 	} {
@@ -30,7 +30,7 @@ func FuzzParseRequest(f *testing.F) {
 			}
 			return
 		}
-		if r.Command != "restart" && r.Command != "status" {
+		if r.Command != "restart" && r.Command != "status" && r.Command != "sockets" {
 			t.Fatalf("accepted command %q", r.Command)
 		}
 		if len(b) > maxRequest {
@@ -48,7 +48,7 @@ func FuzzParseRequest(f *testing.F) {
 
 func TestParseRequestRefusesWhatIsNotACommand(t *testing.T) {
 	for in, want := range map[string]string{
-		`{"command":"stop"}`:              `unknown command "stop" (want restart or status)`,
+		`{"command":"stop"}`:              `unknown command "stop" (want restart, status or sockets)`,
 		`not json`:                        "control request: invalid character",
 		strings.Repeat(" ", maxRequest+1): "control request longer than 4096 bytes",
 	} {

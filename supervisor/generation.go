@@ -36,6 +36,7 @@ type generation struct {
 	slots     []bpf.Slot
 	notify    *systemd.NotifySocket
 	started   time.Time
+	binary    Binary        // the server's executable when it was spawned
 	done      chan struct{} // closed when the main process has been reaped
 	exit      Exit          // valid once done is closed
 	log       *slog.Logger
@@ -148,6 +149,7 @@ func (s *Supervisor) spawn(g *generation) (err error) {
 	}
 	exe, argv, env := fdpass.ShimCommand(s.cfg.Path, s.cfg.Argv, env, names, s.cfg.Route)
 	p := procSpec{exe: exe, argv: argv, env: env, files: files}
+	g.binary = binaryOf(s.cfg.Path)
 	proc, exit, err := s.system().start(g, p)
 	if err != nil {
 		g.notify = nil

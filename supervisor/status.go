@@ -5,6 +5,7 @@ package supervisor
 import (
 	"fmt"
 	"io"
+	"strings"
 	"time"
 
 	"github.com/rpwrap/rpwrap/fdpass"
@@ -13,6 +14,9 @@ import (
 // Status is a snapshot of a running supervisor, as `rpwrap ctl status`
 // shows it.
 type Status struct {
+	Rpwrap      *Process           `json:"rpwrap,omitempty"`
+	Config      *ConfigStatus      `json:"config,omitempty"`
+	At          time.Time          `json:"at"` // when the snapshot was taken
 	Selector    string             `json:"selector"`
 	Listeners   []string           `json:"listeners"`
 	Generations []GenerationStatus `json:"generations"`
@@ -33,14 +37,18 @@ type GenerationStatus struct {
 	Flipped    *time.Time `json:"flipped,omitempty"`  // when it became the active one
 	Deadline   *time.Time `json:"deadline,omitempty"` // draining: when it is killed
 	Queued     []uint32   `json:"queued"`             // accept-queue depth per listener, in --listen order
+	Age        string     `json:"age"`                // since Started
+	Binary     Binary     `json:"binary"`             // the server's executable at spawn time
 }
 
 // Status reports the supervisor's generations and counters, from one
 // snapshot: the state is read under the lock, the queues after it from
 // sockets that stay valid (a closed socket reads as 0).
 func (s *Supervisor) Status() Status {
+	now := time.Now()
+	proc, cfg := s.about(now)
 	s.mu.Lock()
-	st := Status{Selector: string(s.Flavour()), Restarts: s.restarts, RolledBack: s.rolledBack,
+	st := Status{Rpwrap: proc, Config: cfg, At: now, Selector: string(s.Flavour()), Restarts: s.restarts, RolledBack: s.rolledBack,
 		Respawns: s.respawns, MaxDraining: s.cfg.MaxDraining}
 	if s.last != nil {
 		last := *s.last
@@ -51,7 +59,8 @@ func (s *Supervisor) Status() Status {
 	}
 	gens := append([]*generation(nil), s.gens...)
 	for _, g := range gens {
-		gs := GenerationStatus{Generation: g.n, Pid: g.pid, State: g.state, Started: g.started}
+		gs := GenerationStatus{Generation: g.n, Pid: g.pid, State: g.state, Started: g.started,
+			Age: age(now, g.started), Binary: g.binary}
 		if !g.flipped.IsZero() {
 			t := g.flipped
 			gs.Flipped = &t
@@ -80,22 +89,48 @@ func (s *Supervisor) Status() Status {
 
 // Write prints st for a human.
 func (st Status) Write(w io.Writer) {
+	if p := st.Rpwrap; p != nil {
+		fmt.Fprintf(w, "rpwrap:    pid %d, version %s, %s\n", p.Pid, p.Version, p.Executable)
+		fmt.Fprintf(w, "up:        %s, since %s\n", p.Uptime, p.Started.Format(time.RFC3339))
+	}
 	fmt.Fprintf(w, "selector:  %s\n", st.Selector)
 	for _, l := range st.Listeners {
 		fmt.Fprintf(w, "listen:    %s\n", l)
+	}
+	if c := st.Config; c != nil {
+		c.write(w)
 	}
 	fmt.Fprintf(w, "restarts:  %d done, %d rolled back, %d respawned after a crash\n", st.Restarts, st.RolledBack, st.Respawns)
 	if r := st.Last; r != nil {
 		fmt.Fprintf(w, "last:      %s\n", r.summary())
 	}
-	fmt.Fprintf(w, "%-4s %-8s %-9s %-25s %-25s %s\n", "GEN", "PID", "STATE", "STARTED", "DEADLINE", "QUEUED")
+	fmt.Fprintf(w, "\n%-4s %-8s %-9s %-25s %-12s %-25s %s\n", "GEN", "PID", "STATE", "STARTED", "AGE", "DEADLINE", "QUEUED")
 	for _, g := range st.Generations {
 		deadline := "-"
 		if g.Deadline != nil {
 			deadline = g.Deadline.Format(time.RFC3339)
 		}
-		fmt.Fprintf(w, "%-4d %-8d %-9s %-25s %-25s %v\n", g.Generation, g.Pid, g.State, g.Started.Format(time.RFC3339), deadline, g.Queued)
+		fmt.Fprintf(w, "%-4d %-8d %-9s %-25s %-12s %-25s %v\n", g.Generation, g.Pid, g.State, g.Started.Format(time.RFC3339), g.Age, deadline, g.Queued)
 	}
+	fmt.Fprintln(w)
+	for _, g := range st.Generations {
+		fmt.Fprintf(w, "generation %d binary: %s\n", g.Generation, g.Binary)
+	}
+}
+
+// write prints the configuration, a few settings a line.
+func (c *ConfigStatus) write(w io.Writer) {
+	fmt.Fprintf(w, "command:   %s\n", strings.Join(c.Command, " "))
+	fmt.Fprintf(w, "pass:      %s, ready %s (timeout %s), selector asked %s, backlog %d\n", c.Route, c.Ready, c.ReadyTimeout, c.Selector, c.Backlog)
+	fmt.Fprintf(w, "stop:      SIG%s, SIGKILL after %s; drain timeout %s, stall %s, delay %s, at most %d draining",
+		c.StopSignal, c.StopTimeout, c.DrainTimeout, c.DrainStall, c.DrainDelay, c.MaxDraining)
+	if c.ShutdownAtFlip {
+		fmt.Fprint(w, ", shutdown at flip")
+	}
+	if c.RestartOnFailure {
+		fmt.Fprint(w, ", restart on failure")
+	}
+	fmt.Fprintln(w)
 }
 
 // summary describes one restart on a line.

@@ -52,7 +52,7 @@ func TestStatusJSONShape(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got, want := jsonKeys(t, b), []string{"generations", "history", "last_restart", "listeners", "max_draining", "respawns", "restarts", "rolled_back", "selector"}; !reflect.DeepEqual(got, want) {
+	if got, want := jsonKeys(t, b), []string{"at", "config", "generations", "history", "last_restart", "listeners", "max_draining", "respawns", "restarts", "rolled_back", "rpwrap", "selector"}; !reflect.DeepEqual(got, want) {
 		t.Errorf("status keys %v, want %v", got, want)
 	}
 	var raw struct {
@@ -63,9 +63,9 @@ func TestStatusJSONShape(t *testing.T) {
 		t.Fatal(err)
 	}
 	wantGen := [][]string{
-		{"deadline", "flipped", "generation", "pid", "queued", "started", "state"}, // draining
-		{"flipped", "generation", "pid", "queued", "started", "state"},             // active
-		{"generation", "pid", "queued", "started", "state"},                        // starting
+		{"age", "binary", "deadline", "flipped", "generation", "pid", "queued", "started", "state"}, // draining
+		{"age", "binary", "flipped", "generation", "pid", "queued", "started", "state"},             // active
+		{"age", "binary", "generation", "pid", "queued", "started", "state"},                        // starting
 	}
 	for i, g := range raw.Generations {
 		if got := jsonKeys(t, g); !reflect.DeepEqual(got, wantGen[i]) {
@@ -92,7 +92,7 @@ func TestStatusJSONShape(t *testing.T) {
 	// Nothing recorded yet: no last_restart, no history.
 	s2, _ := newTestSupervisor(Config{})
 	b2, _ := json.Marshal(s2.Status())
-	if got, want := jsonKeys(t, b2), []string{"generations", "listeners", "max_draining", "respawns", "restarts", "rolled_back", "selector"}; !reflect.DeepEqual(got, want) {
+	if got, want := jsonKeys(t, b2), []string{"at", "config", "generations", "listeners", "max_draining", "respawns", "restarts", "rolled_back", "rpwrap", "selector"}; !reflect.DeepEqual(got, want) {
 		t.Errorf("fresh status keys %v, want %v", got, want)
 	}
 	res := RestartResult{Error: "x", Drained: true, Migrated: true}
@@ -128,10 +128,11 @@ func TestStatusWrite(t *testing.T) {
 	for _, want := range []string{
 		"restarts:  5 done, 2 rolled back, 1 respawned after a crash\n",
 		"generation 2 ready in 1ms", "generation 1 draining\n",
-		"GEN  PID      STATE     STARTED                   DEADLINE                  QUEUED\n",
-		"1    101      draining  2026-01-02T03:04:05Z      2026-01-02T03:05:05Z      []\n",
-		"2    102      active    2026-01-02T03:04:07Z      -                         []\n",
-		"3    103      starting  2026-01-02T03:04:09Z      -                         []\n",
+		"GEN  PID      STATE     STARTED                   AGE          DEADLINE                  QUEUED\n",
+		"1    101      draining  2026-01-02T03:04:05Z      ", "2026-01-02T03:05:05Z      []\n",
+		"2    102      active    2026-01-02T03:04:07Z      ", "-                         []\n",
+		"3    103      starting  2026-01-02T03:04:09Z      ", "stop:      SIGTERM, SIGKILL after 30s; drain timeout 30s, stall 500ms, delay 0s, at most 3 draining\n",
+		"rpwrap:    pid ", "generation 3 binary: unknown\n",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("ctl status lacks %q:\n%s", want, out)

@@ -25,27 +25,35 @@ Commands:
             the background. A restart asked for during another one waits for
             it and runs next (ctl says so on stderr after a second).
             --wait  answer only once the old generation has drained too
-  status    generations with pid, state, start time and accept-queue depth
+  status    rpwrap's pid, version, uptime and configuration; per generation
+            its pid, state, start time, age, accept-queue depth and the
+            server binary it was started from (device, inode, mtime)
+  sockets   per listener and generation, the options of the socket rpwrap
+            holds, read with getsockopt: SO_REUSEPORT, SO_REUSEADDR,
+            IPV6_V6ONLY, TCP_DEFER_ACCEPT, TCP_FASTOPEN, backlog and queue
+            (TCP_INFO), SO_RCVBUF, SO_SNDBUF, O_NONBLOCK, the inode, and the
+            selector's program and slots
 
 Flags (before or after the command):
   --control PATH      the control socket of the rpwrap to talk to (default as
                       rpwrap's own --control)  [RPWRAP_CONTROL]
   --json              print the answer as JSON
   --timeout DURATION  give up waiting for the answer after DURATION (default
-                      10s for status, none for restart). A restart given up on
+                      10s for status and sockets, none for restart). A restart given up on
                       is not cancelled: rpwrap goes on with it.
 
 Examples:
   $ rpwrap ctl restart
   $ rpwrap ctl restart --wait
   $ rpwrap ctl --json status
+  $ rpwrap ctl sockets
   ExecReload=/usr/local/bin/rpwrap ctl restart      (systemd)
 `
 
 // ctlCommands are the commands `rpwrap ctl` knows.
-var ctlCommands = []string{"restart", "status"}
+var ctlCommands = []string{"restart", "status", "sockets"}
 
-// statusTimeout bounds `ctl status` unless --timeout says otherwise: the
+// statusTimeout bounds `ctl status` and `ctl sockets` unless --timeout says otherwise: the
 // answer is a snapshot and takes milliseconds.
 const statusTimeout = 10 * time.Second
 
@@ -112,7 +120,7 @@ func parseCtl(e env, args []string) (*ctlOptions, error) {
 	case o.help:
 		return o, nil
 	case o.command == "":
-		return nil, errors.New("no command: give restart or status\nTry 'rpwrap ctl --help'.")
+		return nil, errors.New("no command: give restart, status or sockets\nTry 'rpwrap ctl --help'.")
 	case fs.NArg() != 0:
 		return nil, fmt.Errorf("unexpected argument %q after %s\nTry 'rpwrap ctl --help'.", fs.Arg(0), o.command)
 	case o.wait && o.command != "restart":
@@ -126,14 +134,14 @@ func parseCtl(e env, args []string) (*ctlOptions, error) {
 	if near := nearest(o.command, ctlCommands); near != "" {
 		return nil, fmt.Errorf("unknown command %q; did you mean %s?", o.command, near)
 	}
-	return nil, fmt.Errorf("unknown command %q: want restart or status\nTry 'rpwrap ctl --help'.", o.command)
+	return nil, fmt.Errorf("unknown command %q: want restart, status or sockets\nTry 'rpwrap ctl --help'.", o.command)
 }
 
 // callCtl sends o's request to path. While a restart takes more than
 // waitNotice it says on stderr what it waits for.
 func callCtl(e env, o *ctlOptions, path string) (supervisor.Response, error) {
 	limit := o.timeout
-	if limit == 0 && o.command == "status" {
+	if limit == 0 && o.command != "restart" {
 		limit = statusTimeout
 	}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -197,9 +205,15 @@ func printAnswer(e env, o *ctlOptions, resp supervisor.Response) {
 		enc.Encode(resp)
 	case resp.Status != nil:
 		resp.Status.Write(e.stdout)
+	case resp.Sockets != nil:
+		resp.Sockets.Write(e.stdout)
 	case r != nil && resp.OK:
-		fmt.Fprintf(e.stdout, "restarted: generation %d (pid %d) ready in %s, flipped %s after the trigger, old generation drained in %s\n",
-			r.Generation, r.Pid, r.Ready.Round(time.Millisecond), r.ToFlip.Round(time.Millisecond), r.Drain.Round(time.Millisecond))
+		old := fmt.Sprintf("generation %d draining (see rpwrap ctl status)", r.Predecessor)
+		if r.Drained {
+			old = fmt.Sprintf("old generation drained in %s", r.Drain.Round(time.Millisecond))
+		}
+		fmt.Fprintf(e.stdout, "restarted: generation %d (pid %d) ready in %s, flipped %s after the trigger, %s\n",
+			r.Generation, r.Pid, r.Ready.Round(time.Millisecond), r.ToFlip.Round(time.Millisecond), old)
 	}
 }
 

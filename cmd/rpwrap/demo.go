@@ -26,7 +26,8 @@ Runs rpwrap's main job on a built-in HTTP server, with nothing to install:
 rpwrap wraps 'rpwrap serve-demo' on a free port on 127.0.0.1, bounded load runs
 against it over loopback, and the server is restarted N times under that load.
 At the end a table gives requests sent, succeeded and failed, and for each
-restart the time to ready, to flip, and to drain the old generation.
+restart the time to ready, to flip, and to drain the old generation; then
+the listening socket as 'rpwrap ctl sockets' shows it.
 
   --restarts N          restarts to perform (default 5)
   --clients N           concurrent clients, one new connection per request (default 4)
@@ -151,9 +152,12 @@ func (d *demo) run(flavour bpf.Flavour, verbose bool) int {
 	time.Sleep(d.interval / 2) // a little steady state after the last restart
 	load.Stop()
 	res := load.Wait()
+	sockets := s.Sockets() // as `rpwrap ctl sockets` shows it
 	stop()
 	<-code
 	d.report(res, results)
+	fmt.Fprintln(d.e.stdout, "\nThe listening socket at the end (rpwrap ctl sockets):")
+	sockets.Write(d.e.stdout)
 	if res.Failed() > 0 {
 		return 1
 	}

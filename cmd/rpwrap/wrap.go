@@ -73,7 +73,7 @@ func wrapConfig(e env, o *options, cmd []string, log *slog.Logger) (supervisor.C
 	cfg := supervisor.Config{
 		Argv: cmd, Backlog: o.backlog, ReadyTimeout: o.readyTimeout, StopTimeout: o.stopTimeout,
 		DrainTimeout: o.drainTimeout, DrainStall: o.drainStall, ShutdownAtFlip: o.shutdownAtFlip,
-		RestartOnFailure: o.restartOnFailure, Log: log,
+		RestartOnFailure: o.restartOnFailure, Log: log, Version: version,
 		MaxDraining: o.maxDraining, DrainDelay: o.drainDelay,
 	}
 	if err := checkBacklog(o.backlog, log); err != nil {

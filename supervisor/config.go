@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"slices"
 	"syscall"
 	"time"
 
@@ -49,6 +50,15 @@ type Config struct {
 	// restart that would exceed it first stops the oldest draining one
 	// (stop signal, then SIGKILL after StopTimeout at most). Default 4.
 	MaxDraining int
+
+	// StopDelay is how long rpwrap serves on after SIGTERM or SIGINT (or
+	// the end of Run's context) while /readyz reports not ready, before it
+	// stops the server: the time a load balancer needs to stop sending. A
+	// second signal ends it at once. 0: stop at once.
+	StopDelay time.Duration
+	// HealthAddr is where the health server (/livez, /readyz) listens,
+	// [IP]:PORT on a socket of rpwrap's own; "" for none.
+	HealthAddr string
 
 	RestartOnFailure bool // a generation that dies is replaced, with backoff, instead of rpwrap exiting
 
@@ -114,7 +124,22 @@ func (c *Config) validate() error {
 	if c.RuntimeDir == "" {
 		return fmt.Errorf("no runtime directory")
 	}
+	if err := c.validateHealth(); err != nil {
+		return err
+	}
 	return c.validateReady()
+}
+
+// validateHealth refuses a health address that a listen address covers.
+func (c *Config) validateHealth() error {
+	if c.HealthAddr == "" {
+		return nil
+	}
+	specs := slices.Clone(c.Listen)
+	for _, l := range c.Adopted {
+		specs = append(specs, l.Spec())
+	}
+	return CheckHealthAddr(c.HealthAddr, specs)
 }
 
 // hasTCP reports whether one of the addresses is TCP.

@@ -46,8 +46,12 @@ func CheckHealthAddr(addr string, listen []fdpass.Spec) error {
 	}
 	for _, spec := range listen {
 		if spec.Network == "tcp" && ap.Port() != 0 && spec.Addr.Port() == ap.Port() && overlaps(spec.Addr.Addr(), ap.Addr()) {
+			other := int(ap.Port()) + 1
+			if other > 65535 {
+				other = int(ap.Port()) - 1
+			}
 			return fmt.Errorf("--health %s: that is also a --listen address (%s): the health server needs a port of its own, which rpwrap never passes to a server, e.g. --health :%d",
-				addr, spec, int(ap.Port())+1)
+				addr, spec, other)
 		}
 	}
 	return nil
@@ -84,7 +88,7 @@ func listenHealth(addr string) (*healthServer, error) {
 	}
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
-		return nil, fmt.Errorf("health server (--health %s): %w: choose a free port for it", addr, err)
+		return nil, fmt.Errorf("health server (--health %s): %w: choose a free port for it, or stop what holds it (ss -ltnp)", addr, err)
 	}
 	return &healthServer{ln: ln}, nil
 }

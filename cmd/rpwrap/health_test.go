@@ -111,6 +111,30 @@ func TestStopDelayServesOnWhileReadyzReportsNotReady(t *testing.T) {
 	}
 }
 
+// The control: without --stop-delay, connections that a load balancer
+// still sends after SIGTERM are refused once rpwrap has stopped.
+func TestWithoutStopDelayConnectionsAfterSIGTERMAreRefused(t *testing.T) {
+	w := startWrapper(t, []string{"--listen", "127.0.0.1:0", "--ready", "notify"})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	load, err := loadgen.Start(ctx, loadgen.Config{Target: w.addr, Clients: 4, Duration: 5 * time.Minute, Timeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer load.Stop()
+	waitRequests(t, load, 200)
+	if code := w.stop(syscall.SIGTERM); code != 0 {
+		t.Errorf("exit status %d, want the server's 0", code)
+	}
+	waitRequests(t, load, load.Progress().Sent+100)
+	load.Stop()
+	res := load.Wait()
+	t.Logf("requests: sent %d, ok %d, refused %d, other failures %d", res.Sent, res.OK, res.Refused, res.Failed()-res.Refused)
+	if res.Refused < 100 {
+		t.Errorf("%d refused after rpwrap stopped, want at least the 100 sent after it exited", res.Refused)
+	}
+}
+
 // A second SIGTERM during the stop delay stops rpwrap at once.
 func TestSecondSIGTERMEndsTheStopDelay(t *testing.T) {
 	health := freePort(t)

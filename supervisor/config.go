@@ -124,14 +124,16 @@ func (c *Config) validate() error {
 	if c.RuntimeDir == "" {
 		return fmt.Errorf("no runtime directory")
 	}
-	if err := c.validateHealth(); err != nil {
+	if err := c.CheckHealth(); err != nil {
 		return err
 	}
 	return c.validateReady()
 }
 
-// validateHealth refuses a health address that a listen address covers.
-func (c *Config) validateHealth() error {
+// CheckHealth refuses a HealthAddr that is malformed or that one of the
+// addresses served (Listen, Adopted) covers; see CheckHealthAddr. New
+// calls it; a caller may too, to tell a bad flag from a failed start.
+func (c *Config) CheckHealth() error {
 	if c.HealthAddr == "" {
 		return nil
 	}

@@ -166,9 +166,11 @@ func (s *Supervisor) Listeners() []fdpass.Spec {
 // serves: it forwards signals, restarts on SIGHUP and on control requests,
 // and returns the exit status rpwrap should exit with (see ExitStatus in
 // the package documentation) once the server has stopped. Run may be called
-// once; it releases every process, socket, selector, relay and the control
-// socket before it returns. A panic inside rpwrap is logged with its stack,
-// kills every generation's process group, and Run returns 70 (EX_SOFTWARE).
+// once; it releases every process, socket, selector, relay, the control
+// socket and the health server before it returns. SIGTERM, SIGINT and the
+// end of ctx stop it, after Config.StopDelay if set. A panic inside rpwrap
+// is logged with its stack, kills every generation's process group, and
+// Run returns 70 (EX_SOFTWARE).
 func (s *Supervisor) Run(ctx context.Context) (code int) {
 	defer s.health.close() // last: it answers 503 until the end
 	var err error

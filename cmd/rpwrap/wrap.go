@@ -128,7 +128,7 @@ func wrapConfig(e env, o *options, cmd []string, log *slog.Logger) (supervisor.C
 	if len(cfg.Adopted) == 0 && len(cfg.Listen) == 0 {
 		return fail(2, "nothing to listen on: give --listen ADDR (or run from a systemd .socket unit)")
 	}
-	if err := checkHealth(cfg); err != nil {
+	if err := cfg.CheckHealth(); err != nil {
 		closeAll(cfg.Adopted)
 		return fail(2, "%v", err)
 	}
@@ -144,19 +144,6 @@ func wrapConfig(e env, o *options, cmd []string, log *slog.Logger) (supervisor.C
 		cfg.ControlPath = filepath.Join(cfg.RuntimeDir, "rpwrap.sock")
 	}
 	return cfg, 0
-}
-
-// checkHealth refuses a --health address that is malformed or that one
-// of the addresses served also covers.
-func checkHealth(cfg supervisor.Config) error {
-	if cfg.HealthAddr == "" {
-		return nil
-	}
-	specs := append([]fdpass.Spec(nil), cfg.Listen...)
-	for _, l := range cfg.Adopted {
-		specs = append(specs, l.Spec())
-	}
-	return supervisor.CheckHealthAddr(cfg.HealthAddr, specs)
 }
 
 func closeAll(ls []*fdpass.Listener) {

@@ -300,10 +300,10 @@ Flags (each also from the environment variable in brackets):
 
 Signals: SIGHUP restarts. SIGTERM and SIGINT stop the server (after
 --stop-delay, if set; then --stop-signal, then SIGKILL after --stop-timeout)
-and rpwrap exits with its status. Every
-other signal is forwarded to the serving generation. Restart triggers that
-arrive during a restart are queued and coalesced: all of them are answered by
-the one restart that runs after the current one.
+and rpwrap exits with its status. Every other signal is forwarded to the
+serving generation. Restart triggers that arrive during a restart are queued
+and coalesced: all of them are answered by the one restart that runs after
+the current one.
 
 Exit status: the server's exit code; 128+N when signal N killed it; 127 when
 COMMAND is not found; 126 when it cannot be executed; 2 for bad flags; 1 when

@@ -129,7 +129,7 @@ func TestWithoutStopDelayConnectionsAfterSIGTERMAreRefused(t *testing.T) {
 	waitRequests(t, load, load.Progress().Sent+100)
 	load.Stop()
 	res := load.Wait()
-	t.Logf("requests: sent %d, ok %d, refused %d, other failures %d", res.Sent, res.OK, res.Refused, res.Failed()-res.Refused)
+	t.Logf("requests: sent %d, ok %d, refused %d, reset %d, other failures %d; errors: %v", res.Sent, res.OK, res.Refused, res.Reset, res.Failed()-res.Refused-res.Reset, res.Errors)
 	if res.Refused < 100 {
 		t.Errorf("%d refused after rpwrap stopped, want at least the 100 sent after it exited", res.Refused)
 	}

@@ -159,3 +159,21 @@ func TestCheckHealthAddr(t *testing.T) {
 		}
 	}
 }
+
+// TestReadyzDuringTheStop: while the active generation is being stopped
+// (here it ignores the stop signal until SIGKILL), /readyz answers 503 and
+// /livez 200, until it has exited.
+func TestReadyzDuringTheStop(t *testing.T) {
+	r := newRig(t, 1, func(c *Config) { withHealth(0)(c); c.StopTimeout = 2 * time.Second })
+	fp := r.os.plan(1)
+	fp.ignoreStop = true
+	r.run(context.Background(), true)
+	r.cancel()
+	waitSignal(fp, syscall.SIGTERM)
+	r.wantHealth("/readyz", 503, "not ready: stopping: generation 1 (pid 5000001) is being stopped\n")
+	r.wantHealth("/livez", 200, "live: generation 1 ")
+	if code := r.wait(); code != 128+int(syscall.SIGKILL) {
+		t.Errorf("exit status %d, want %d (SIGKILL after the stop timeout)", code, 128+int(syscall.SIGKILL))
+	}
+	r.clean()
+}

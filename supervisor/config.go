@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"slices"
 	"syscall"
 	"time"
 
@@ -51,6 +52,15 @@ type Config struct {
 	// restart that would exceed it first stops the oldest draining one
 	// (stop signal, then SIGKILL after StopTimeout at most). Default 4.
 	MaxDraining int
+
+	// StopDelay is how long rpwrap serves on after SIGTERM or SIGINT (or
+	// the end of Run's context) while /readyz reports not ready, before it
+	// stops the server: the time a load balancer needs to stop sending. A
+	// second signal ends it at once. 0: stop at once.
+	StopDelay time.Duration
+	// HealthAddr is where the health server (/livez, /readyz) listens,
+	// [IP]:PORT on a socket of rpwrap's own; "" for none.
+	HealthAddr string
 
 	RestartOnFailure bool // a generation that dies is replaced, with backoff, instead of rpwrap exiting
 
@@ -116,7 +126,24 @@ func (c *Config) validate() error {
 	if c.RuntimeDir == "" {
 		return fmt.Errorf("no runtime directory")
 	}
+	if err := c.CheckHealth(); err != nil {
+		return err
+	}
 	return c.validateReady()
+}
+
+// CheckHealth refuses a HealthAddr that is malformed or that one of the
+// addresses served (Listen, Adopted) covers; see CheckHealthAddr. New
+// calls it; a caller may too, to tell a bad flag from a failed start.
+func (c *Config) CheckHealth() error {
+	if c.HealthAddr == "" {
+		return nil
+	}
+	specs := slices.Clone(c.Listen)
+	for _, l := range c.Adopted {
+		specs = append(specs, l.Spec())
+	}
+	return CheckHealthAddr(c.HealthAddr, specs)
 }
 
 // hasTCP reports whether one of the addresses is TCP.

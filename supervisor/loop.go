@@ -42,12 +42,28 @@ func (s *Supervisor) loop(ctx context.Context, sigs chan os.Signal, first *gener
 		running = true
 		s.goSafe(func() { s.respawnLoop(rctx, g, backoff); restartDone <- restartOutcome{} })
 	}
+	var stopDelay <-chan time.Time // the stop delay runs: serve on until it fires
+	ctxDone := ctx.Done()
 	trigger := func(r restartRequest) {
-		if running || firstReady != nil { // queued until the first generation serves
+		if stopDelay != nil {
+			s.refuseRestart(r)
+		} else if running || firstReady != nil { // queued until the first generation serves
 			pending = append(pending, r)
 		} else {
 			startRestart([]restartRequest{r})
 		}
+	}
+	// SIGTERM, SIGINT and the end of ctx start the stop delay, when there
+	// is one; without one, or the second time, the shutdown.
+	stopOrDelay := func(sig os.Signal) (int, bool) {
+		if stopDelay == nil {
+			if stopDelay = s.beginStopDelay(sig, pending); stopDelay != nil {
+				pending = nil
+				return 0, false
+			}
+		}
+		cancelRestarts()
+		return s.shutdown(sig, running, restartDone, pending), true
 	}
 	for {
 		select {
@@ -78,8 +94,9 @@ func (s *Supervisor) loop(ctx context.Context, sigs chan os.Signal, first *gener
 				s.cfg.Log.Info("SIGHUP: restart requested")
 				trigger(restartRequest{})
 			case syscall.SIGTERM, syscall.SIGINT:
-				cancelRestarts()
-				return s.shutdown(sig, running, restartDone, pending)
+				if code, stop := stopOrDelay(sig); stop {
+					return code
+				}
 			default:
 				if err := s.signalTarget().signal(sig.(syscall.Signal)); err != nil {
 					s.cfg.Log.Warn("cannot forward a signal to the server", "signal", sig, "err", err)
@@ -108,9 +125,14 @@ func (s *Supervisor) loop(ctx context.Context, sigs chan os.Signal, first *gener
 				return code
 			}
 			startRespawn(g)
-		case <-ctx.Done():
-			cancelRestarts()
-			return s.shutdown(syscall.SIGTERM, running, restartDone, pending)
+		case <-ctxDone: // as SIGTERM
+			ctxDone = nil
+			if code, stop := stopOrDelay(syscall.SIGTERM); stop {
+				return code
+			}
+		case <-stopDelay:
+			code, _ := stopOrDelay(syscall.SIGTERM)
+			return code
 		}
 	}
 }
@@ -279,6 +301,7 @@ func (s *Supervisor) publishDead(g *generation) {
 // Config.StopTimeout. Restarts still queued are answered with an error.
 func (s *Supervisor) shutdown(sig os.Signal, running bool, restartDone chan restartOutcome, pending []restartRequest) int {
 	s.cfg.Log.Info("stopping", "signal", sig)
+	s.markStopping(time.Time{})
 	s.notify("STOPPING=1", s.cfg.Notifier.Stopping)
 	for _, p := range pending {
 		if p.reply != nil {

@@ -30,7 +30,8 @@ type Supervisor struct {
 	groups  []*group // fixed by New
 	reaper  *reaper
 	control *controlServer
-	sys     system // nil: the real operating system (see system)
+	health  *healthServer // nil without Config.HealthAddr
+	sys     system        // nil: the real operating system (see system)
 
 	exits    chan *generation // a generation's main process ended
 	triggers chan restartRequest
@@ -50,7 +51,8 @@ type Supervisor struct {
 	respawns   int
 	last       *RestartResult
 	history    []*RestartResult
-	stopping   bool
+	stopping   bool      // SIGTERM came: /readyz reports not ready
+	stopDelay  time.Time // end of the stop delay, when there is one
 }
 
 // restartRequest is one restart trigger: reply gets the result, at the
@@ -89,6 +91,12 @@ func New(cfg Config) (_ *Supervisor, err error) {
 			return nil, explainFDLimit(err)
 		}
 	}
+	if s.health, err = listenHealth(cfg.HealthAddr); err != nil {
+		if s.control != nil {
+			s.control.close()
+		}
+		return nil, explainFDLimit(err)
+	}
 	removeStaleNotifySockets(cfg.RuntimeDir)
 	first := newGeneration(1)
 	defer func() {
@@ -97,6 +105,7 @@ func New(cfg Config) (_ *Supervisor, err error) {
 			if s.control != nil {
 				s.control.close()
 			}
+			s.health.close()
 			err = explainFDLimit(err)
 		}
 	}()
@@ -157,10 +166,13 @@ func (s *Supervisor) Listeners() []fdpass.Spec {
 // serves: it forwards signals, restarts on SIGHUP and on control requests,
 // and returns the exit status rpwrap should exit with (see ExitStatus in
 // the package documentation) once the server has stopped. Run may be called
-// once; it releases every process, socket, selector, relay and the control
-// socket before it returns. A panic inside rpwrap is logged with its stack,
-// kills every generation's process group, and Run returns 70 (EX_SOFTWARE).
+// once; it releases every process, socket, selector, relay, the control
+// socket and the health server before it returns. SIGTERM, SIGINT and the
+// end of ctx stop it, after Config.StopDelay if set. A panic inside rpwrap
+// is logged with its stack, kills every generation's process group, and
+// Run returns 70 (EX_SOFTWARE).
 func (s *Supervisor) Run(ctx context.Context) (code int) {
+	defer s.health.close() // last: it answers 503 until the end
 	var err error
 	if s.reaper, err = newReaper(); err != nil {
 		s.cfg.Log.Error("cannot supervise children", "err", err)
@@ -179,6 +191,7 @@ func (s *Supervisor) Run(ctx context.Context) (code int) {
 		s.control.start()
 		defer s.control.close()
 	}
+	s.health.start(s)
 	defer s.release()
 	defer s.recoverPanic(&code)
 

@@ -36,7 +36,8 @@ func TestHelpShowsTheThreeWaysToRun(t *testing.T) {
 			t.Errorf("%v: exit %d", args, code)
 		}
 		for _, want := range []string{"Run it from a shell", "Run it from systemd", "ENTRYPOINT", "--listen", "RPWRAP_LISTEN", "--stop-signal", "Exit status",
-			"--max-draining N", "RPWRAP_MAX_DRAINING", "--drain-delay DURATION", "RPWRAP_DRAIN_DELAY", "tcp6-8080"} {
+			"--max-draining N", "RPWRAP_MAX_DRAINING", "--drain-delay DURATION", "RPWRAP_DRAIN_DELAY", "tcp6-8080",
+			"--stop-delay DURATION", "RPWRAP_STOP_DELAY", "--health ADDR", "RPWRAP_HEALTH", "/readyz"} {
 			if !strings.Contains(out, want) {
 				t.Errorf("%v: help lacks %q", args, want)
 			}

@@ -23,6 +23,8 @@ type options struct {
 	readyTimeout     time.Duration
 	stopSignal       string
 	stopTimeout      time.Duration
+	stopDelay        time.Duration
+	health           string
 	drainTimeout     time.Duration
 	drainStall       time.Duration
 	drainDelay       time.Duration
@@ -56,6 +58,8 @@ func newFlagSet(o *options, out io.Writer) *flag.FlagSet {
 	fs.StringVar(&o.stopSignal, "stop-signal", "TERM", "")
 	fs.StringVar(&o.stopSignal, "s", "TERM", "")
 	durationVar(fs, &o.stopTimeout, "stop-timeout", 30*time.Second)
+	durationVar(fs, &o.stopDelay, "stop-delay", 0)
+	fs.StringVar(&o.health, "health", "", "")
 	durationVar(fs, &o.drainTimeout, "drain-timeout", 30*time.Second)
 	durationVar(fs, &o.drainStall, "drain-stall", 500*time.Millisecond)
 	durationVar(fs, &o.drainDelay, "drain-delay", 0)
@@ -259,6 +263,16 @@ Flags (each also from the environment variable in brackets):
                              (every DURATION takes a unit: 500ms, 5s, 2m, 1m30s)
   -s, --stop-signal SIGNAL   graceful stop signal (default TERM; WINCH for Apache, QUIT for nginx)  [RPWRAP_STOP_SIGNAL]
   --stop-timeout DURATION    on SIGTERM/SIGINT to rpwrap: SIGKILL the server after (default 30s)  [RPWRAP_STOP_TIMEOUT]
+  --stop-delay DURATION      on SIGTERM/SIGINT to rpwrap: serve on this long, as before, while
+                             /readyz reports not ready, then stop (default 0); a second SIGTERM
+                             stops at once; restarts asked meanwhile are refused. Replaces
+                             Kubernetes' "preStop: sleep" (try 5s; terminationGracePeriodSeconds
+                             must cover it plus --stop-timeout)  [RPWRAP_STOP_DELAY]
+  --health ADDR              serve GET /livez and /readyz on [IP]:PORT (e.g. :8081), a socket of
+                             rpwrap's own, never one of --listen and never passed to the server:
+                             /livez 200 while a generation serves; /readyz 200 while one serves
+                             and rpwrap is not stopping, 503 before the first is ready, between a
+                             crash and the next, during --stop-delay and the stop  [RPWRAP_HEALTH]
   --drain-timeout DURATION   on restart: SIGKILL the old generation after (default 30s)  [RPWRAP_DRAIN_TIMEOUT]
   --drain-stall DURATION     an old accept queue that does not shrink for this long means the old
                              generation hangs: its queue is handed to the new one (default 500ms)  [RPWRAP_DRAIN_STALL]
@@ -284,11 +298,12 @@ Flags (each also from the environment variable in brackets):
   --version                  print the version
   -h, --help                 this text
 
-Signals: SIGHUP restarts. SIGTERM and SIGINT stop the server (--stop-signal,
-then SIGKILL after --stop-timeout) and rpwrap exits with its status. Every
-other signal is forwarded to the serving generation. Restart triggers that
-arrive during a restart are queued and coalesced: all of them are answered by
-the one restart that runs after the current one.
+Signals: SIGHUP restarts. SIGTERM and SIGINT stop the server (after
+--stop-delay, if set; then --stop-signal, then SIGKILL after --stop-timeout)
+and rpwrap exits with its status. Every other signal is forwarded to the
+serving generation. Restart triggers that arrive during a restart are queued
+and coalesced: all of them are answered by the one restart that runs after
+the current one.
 
 Exit status: the server's exit code; 128+N when signal N killed it; 127 when
 COMMAND is not found; 126 when it cannot be executed; 2 for bad flags; 1 when

@@ -52,6 +52,9 @@ func runWrap(e env, args []string) int {
 		log.Warn("eBPF selector not available, using classic BPF: a hung old generation's queued connections are relayed by rpwrap, not migrated by the kernel, and a foreign member of the group takes a share", "reason", bpf.Supported())
 	}
 	log.Info("listening", "addresses", s.Listeners(), "selector", s.Flavour(), "control", cfg.ControlPath)
+	if h := s.HealthAddr(); h != "" {
+		log.Info("health server listening: GET /livez, /readyz", "address", h, "stop_delay", cfg.StopDelay)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	if cfg.Notifier != nil {
@@ -75,6 +78,7 @@ func wrapConfig(e env, o *options, cmd []string, log *slog.Logger) (supervisor.C
 		DrainTimeout: o.drainTimeout, DrainStall: o.drainStall, ShutdownAtFlip: o.shutdownAtFlip,
 		RestartOnFailure: o.restartOnFailure, Log: log, Version: version,
 		MaxDraining: o.maxDraining, DrainDelay: o.drainDelay,
+		StopDelay: o.stopDelay, HealthAddr: o.health,
 	}
 	if err := checkBacklog(o.backlog, log); err != nil {
 		return fail(2, "%v", err)
@@ -123,6 +127,10 @@ func wrapConfig(e env, o *options, cmd []string, log *slog.Logger) (supervisor.C
 	}
 	if len(cfg.Adopted) == 0 && len(cfg.Listen) == 0 {
 		return fail(2, "nothing to listen on: give --listen ADDR (or run from a systemd .socket unit)")
+	}
+	if err := cfg.CheckHealth(); err != nil {
+		closeAll(cfg.Adopted)
+		return fail(2, "%v", err)
 	}
 	cfg.Notifier = systemd.NewNotifier() // unsets NOTIFY_SOCKET: children get their own
 	cfg.Env = os.Environ()

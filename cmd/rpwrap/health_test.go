@@ -54,7 +54,7 @@ func waitProbe(t *testing.T, addr, path string, code int) (string, int) {
 // a restart asked meanwhile is refused, and once the delay is over rpwrap
 // stops the server and exits with its status.
 func TestStopDelayServesOnWhileReadyzReportsNotReady(t *testing.T) {
-	const delay = 3 * time.Second
+	const delay = 8 * time.Second
 	health := freePort(t)
 	w := startWrapper(t, []string{"--listen", "127.0.0.1:0", "--ready", "notify", "--stop-delay", delay.String(), "--health", health})
 	if code, body := probe(health, "/readyz"); code != 200 || !strings.HasPrefix(body, "ready: generation 1 ") {
@@ -82,7 +82,7 @@ func TestStopDelayServesOnWhileReadyzReportsNotReady(t *testing.T) {
 	if resp := w.call("restart"); resp.OK || !strings.Contains(resp.Error, "stopping") {
 		t.Errorf("restart during the stop delay: %+v, want it refused", resp)
 	}
-	waitRequests(t, load, atSignal+500)
+	waitRequests(t, load, atSignal+300)
 	load.Stop()
 	res := load.Wait()
 	select {
@@ -94,7 +94,7 @@ func TestStopDelayServesOnWhileReadyzReportsNotReady(t *testing.T) {
 		t.Fatalf("the shutdown began before the load ended (%s after SIGTERM)", time.Since(sigAt))
 	}
 	t.Logf("/readyz 503 %s after SIGTERM (%d polls); %d requests sent after that, during the stop delay", notReadyAfter, polls, res.Sent-atSignal)
-	requireNoLoss(t, res, atSignal+500)
+	requireNoLoss(t, res, atSignal+300)
 	select {
 	case <-w.done:
 	case <-time.After(time.Minute):
@@ -154,7 +154,7 @@ func TestHealthBeforeAndAfterTheFirstGenerationIsReady(t *testing.T) {
 	health := freePort(t)
 	dir := shortTempDir(t)
 	cmd := exec.Command(testBinary(t), "--control", filepath.Join(dir, "ctl.sock"), "--listen", "127.0.0.1:0",
-		"--ready", "delay:1s", "--health", health, "--", testBinary(t), "serve-demo")
+		"--ready", "delay:3s", "--health", health, "--", testBinary(t), "serve-demo")
 	out := &testutil.SyncBuffer{}
 	cmd.Stdout, cmd.Stderr = out, out
 	cmd.Env = append(os.Environ(), asRpwrap+"=1", "RUNTIME_DIRECTORY="+dir)

@@ -61,17 +61,13 @@ const (
 // IPv4 and IPv6, in rpwrap's network namespace, from sock_diag(7) filtered
 // in the kernel by state, so it stays cheap with many connections open.
 func ListeningInodes(port uint16) ([]uint64, error) {
-	var inodes []uint64
-	for _, family := range []uint8{unix.AF_INET, unix.AF_INET6} {
-		msgs, err := dumpSockets(family, unix.IPPROTO_TCP, 1<<tcpListen)
-		if err != nil {
-			return nil, fmt.Errorf("list listening sockets: %w", err)
-		}
-		for _, m := range msgs {
-			if m.Inode != 0 && binary.BigEndian.Uint16(m.ID.SPort[:]) == port {
-				inodes = append(inodes, uint64(m.Inode))
-			}
-		}
+	socks, err := Listening(port)
+	if err != nil {
+		return nil, err
+	}
+	inodes := make([]uint64, len(socks))
+	for i, so := range socks {
+		inodes[i] = so.Inode
 	}
 	return inodes, nil
 }

@@ -5,9 +5,7 @@ package examples
 import (
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"runtime"
 	"testing"
 
 	"github.com/rpwrap/rpwrap/internal/testutil"
@@ -29,9 +27,7 @@ func runTests(m *testing.M) int {
 	}
 	defer os.RemoveAll(dir)
 	rpwrapBin = filepath.Join(dir, "rpwrap")
-	build := exec.Command(goTool(), "build", "-o", rpwrapBin, "../cmd/rpwrap")
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
+	if err := testutil.GoBuild(rpwrapBin, "../cmd/rpwrap"); err != nil {
 		fmt.Fprintf(os.Stderr, "build rpwrap: %v\n", err)
 		return 1
 	}
@@ -42,12 +38,4 @@ func runTests(m *testing.M) int {
 		return 1
 	}
 	return testutil.VerifyNoLeaks(m)
-}
-
-// goTool is the go command that runs this test.
-func goTool() string {
-	if p, err := exec.LookPath("go"); err == nil {
-		return p
-	}
-	return filepath.Join(runtime.GOROOT(), "bin", "go")
 }

@@ -5,7 +5,6 @@ package examples
 import (
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -88,25 +87,14 @@ func buildTestdata(t *testing.T, name string) string {
 	t.Helper()
 	f, _ := built.LoadOrStore(name, sync.OnceValues(func() (string, error) {
 		out := filepath.Join(filepath.Dir(rpwrapBin), name)
-		b, err := exec.Command(goTool(), "build", "-o", out, "./testdata/matrix/"+name).CombinedOutput()
-		if err != nil {
-			return "", &buildError{name, err, string(b)}
+		if err := testutil.GoBuild(out, "./testdata/matrix/"+name); err != nil {
+			return "", err
 		}
 		return out, nil
 	}))
 	path, err := f.(func() (string, error))()
 	must(t, err)
 	return path
-}
-
-type buildError struct {
-	name string
-	err  error
-	out  string
-}
-
-func (e *buildError) Error() string {
-	return "build testdata/matrix/" + e.name + ": " + e.err.Error() + "\n" + e.out
 }
 
 // matrixApacheSetup runs examples/apache/apache2.conf as is: Debian's

@@ -57,12 +57,11 @@ func ParseRequest(b []byte) (Request, error) {
 }
 
 type controlServer struct {
-	l     *net.UnixListener
-	path  string
-	s     *Supervisor
-	wg    sync.WaitGroup // serve and the clients it serves
-	mu    sync.Mutex
-	conns map[*net.UnixConn]bool // clients being served
+	l       *net.UnixListener
+	path    string
+	s       *Supervisor
+	wg      sync.WaitGroup // serve, the accept loop
+	clients connSet        // the clients being served
 }
 
 // listenControl creates the control socket at path: mode 0600 in a
@@ -102,16 +101,9 @@ func (c *controlServer) serve() {
 		conn, err := c.l.AcceptUnix()
 		if err == nil {
 			delay = 0
-			if !c.track(conn, true) {
-				conn.Close()
-				return
+			if !c.clients.serve(c.s, conn, func() { c.handle(conn) }) {
+				return // wait has begun
 			}
-			c.wg.Add(1)
-			go func() {
-				defer c.wg.Done()
-				defer c.track(conn, false)
-				c.handle(conn)
-			}()
 			continue
 		}
 		if !isTemporary(err) {
@@ -135,24 +127,8 @@ func isTemporary(err error) bool {
 
 // start serves clients on a goroutine of its own until close.
 func (c *controlServer) start() {
-	c.conns = map[*net.UnixConn]bool{}
 	c.wg.Add(1)
 	go func() { defer c.wg.Done(); c.serve() }()
-}
-
-// track adds or removes a client; adding fails once close has begun.
-func (c *controlServer) track(conn *net.UnixConn, on bool) bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.conns == nil {
-		return false
-	}
-	if on {
-		c.conns[conn] = true
-	} else {
-		delete(c.conns, conn)
-	}
-	return true
 }
 
 // close stops accepting and removes the socket file.
@@ -164,12 +140,7 @@ func (c *controlServer) close() {
 // call it once Run's quit channel is closed, so that a restart still
 // waiting has been answered.
 func (c *controlServer) wait() {
-	c.mu.Lock()
-	for conn := range c.conns {
-		conn.SetReadDeadline(time.Now()) // a client that never sends its request
-	}
-	c.conns = nil
-	c.mu.Unlock()
+	c.clients.end(func(conn net.Conn) { conn.SetReadDeadline(time.Now()) }) // a client that never sends its request
 	c.wg.Wait()
 }
 

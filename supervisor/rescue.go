@@ -8,7 +8,6 @@ import (
 	"io"
 	"net"
 	"os"
-	"sync"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -92,61 +91,20 @@ func acceptNow(l *fdpass.Listener) (net.Conn, error) {
 }
 
 // relays tracks the connections rpwrap relays, so that none outlives Run.
-type relays struct {
-	mu    sync.Mutex
-	conns map[net.Conn]bool
-	wg    sync.WaitGroup
-	done  bool
-}
+type relays struct{ connSet }
 
 // start relays c to target on a goroutine of its own.
 func (r *relays) start(s *Supervisor, c net.Conn, target fmt.Stringer) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.done {
-		c.Close()
-		return
-	}
-	if r.conns == nil {
-		r.conns = map[net.Conn]bool{}
-	}
-	r.conns[c] = true
-	r.wg.Add(1)
-	s.goSafe(func() {
-		defer r.wg.Done()
-		relay(c, target, r)
-	})
-}
-
-func (r *relays) track(c net.Conn, on bool) bool {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if on && r.done {
-		return false
-	}
-	if on {
-		r.conns[c] = true
-	} else {
-		delete(r.conns, c)
-	}
-	return true
+	r.serve(s, c, func() { relay(c, target, r) })
 }
 
 // closeAll ends every relay and waits for their goroutines.
-func (r *relays) closeAll() {
-	r.mu.Lock()
-	r.done = true
-	for c := range r.conns {
-		c.Close()
-	}
-	r.mu.Unlock()
-	r.wg.Wait()
-}
+func (r *relays) closeAll() { r.end(func(c net.Conn) { c.Close() }) }
 
 // relay copies between c and a new connection to target until both
 // directions are done.
 func relay(c net.Conn, target fmt.Stringer, r *relays) {
-	defer func() { c.Close(); r.track(c, false) }()
+	defer c.Close()
 	var d net.Dialer
 	d.SetMultipathTCP(false)
 	d.Timeout = 5 * time.Second
@@ -154,11 +112,11 @@ func relay(c net.Conn, target fmt.Stringer, r *relays) {
 	if err != nil {
 		return
 	}
-	if !r.track(up, true) {
+	if !r.add(up) { // rpwrap is stopping
 		up.Close()
 		return
 	}
-	defer func() { up.Close(); r.track(up, false) }()
+	defer func() { up.Close(); r.remove(up) }()
 	done := make(chan struct{})
 	go func() {
 		io.Copy(up, c)

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/rpwrap/rpwrap/fdpass"
+	"github.com/rpwrap/rpwrap/internal/testutil"
 )
 
 // BenchmarkShimStart measures what the exec shim adds to starting a
@@ -16,9 +17,8 @@ import (
 // binary as the shim (it re-executes itself, sets LISTEN_PID, execs).
 func BenchmarkShimStart(b *testing.B) {
 	bin := filepath.Join(b.TempDir(), "rpwrap")
-	build := exec.Command("go", "build", "-o", bin, ".")
-	if out, err := build.CombinedOutput(); err != nil {
-		b.Fatalf("go build: %v\n%s", err, out)
+	if err := testutil.GoBuild(bin, "."); err != nil {
+		b.Fatal(err)
 	}
 	spec, _ := fdpass.ParseSpec("127.0.0.1:0")
 	l, err := fdpass.Listen(spec, 0)

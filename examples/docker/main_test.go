@@ -5,9 +5,7 @@ package docker
 import (
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"runtime"
 	"testing"
 
 	"github.com/rpwrap/rpwrap/internal/testutil"
@@ -30,21 +28,10 @@ func runTests(m *testing.M) int {
 	}
 	defer os.RemoveAll(dir)
 	rpwrapBin = filepath.Join(dir, "rpwrap")
-	build := exec.Command(goTool(), "build", "-o", rpwrapBin, "../../cmd/rpwrap")
-	build.Env = append(os.Environ(), "CGO_ENABLED=0") // runs in a FROM scratch image
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
+	if err := testutil.GoBuild(rpwrapBin, "../../cmd/rpwrap", "CGO_ENABLED=0"); err != nil { // runs in a FROM scratch image
 		fmt.Fprintf(os.Stderr, "build static rpwrap: %v\n", err)
 		return 1
 	}
 	defer stopStartedDaemon()
 	return testutil.VerifyNoLeaks(m)
-}
-
-// goTool is the go command that runs this test.
-func goTool() string {
-	if p, err := exec.LookPath("go"); err == nil {
-		return p
-	}
-	return filepath.Join(runtime.GOROOT(), "bin", "go")
 }

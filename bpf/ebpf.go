@@ -16,10 +16,11 @@ import (
 // ebpfSelector steers by map: slot i is entry i of the socket map.
 type ebpfSelector struct {
 	slots
-	sockets *ebpf.Map // REUSEPORT_SOCKARRAY: slot -> socket
-	active  *ebpf.Map // ARRAY, one entry: the active slot
-	probes  *ebpf.Map // HASH: source port -> slot
-	prog    *ebpf.Program
+	sockets  *ebpf.Map // REUSEPORT_SOCKARRAY: slot -> socket
+	active   *ebpf.Map // ARRAY, one entry: the active slot
+	probes   *ebpf.Map // HASH: source port -> slot
+	counters *ebpf.Map // PERCPU_ARRAY: slot*numRoutes+route -> selections (counters.go)
+	prog     *ebpf.Program
 }
 
 // Supported reports why the EBPF flavour cannot be used here, or nil if it
@@ -82,11 +83,14 @@ func (s *ebpfSelector) load() (err error) {
 	if s.probes, err = newMap("rpwrap_probes", ebpf.Hash, 4, MaxProbes); err != nil {
 		return err
 	}
+	if s.counters, err = newCounters(); err != nil {
+		return err
+	}
 	s.prog, err = ebpf.NewProgram(&ebpf.ProgramSpec{
 		Name:         "rpwrap_select",
 		Type:         ebpf.SkReuseport,
 		AttachType:   ebpf.AttachSkReuseportSelectOrMigrate,
-		Instructions: selectorProgram(s.sockets.FD(), s.active.FD(), s.probes.FD()),
+		Instructions: selectorProgram(s.sockets.FD(), s.active.FD(), s.probes.FD(), s.counters.FD()),
 		License:      "Dual MIT/GPL",
 	})
 	if err != nil {
@@ -105,7 +109,7 @@ func newMap(name string, t ebpf.MapType, valueSize, entries uint32) (*ebpf.Map, 
 
 // free closes whatever load created; Close of a nil object is a no-op.
 func (s *ebpfSelector) free() error {
-	return errors.Join(s.prog.Close(), s.probes.Close(), s.active.Close(), s.sockets.Close())
+	return errors.Join(s.prog.Close(), s.counters.Close(), s.probes.Close(), s.active.Close(), s.sockets.Close())
 }
 
 func (s *ebpfSelector) Flavour() Flavour { return EBPF }
@@ -122,6 +126,9 @@ func (s *ebpfSelector) Add(sock syscall.Conn) (Slot, error) {
 	}
 	err := withFD(sock, func(fd int) error {
 		if err := checkFD(fd, s.group); err != nil {
+			return err
+		}
+		if err := s.resetCountersLocked(slot); err != nil {
 			return err
 		}
 		return s.sockets.Update(uint32(slot), uint64(fd), ebpf.UpdateNoExist)

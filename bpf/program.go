@@ -38,15 +38,18 @@ const (
 //
 // It returns SK_PASS in every case, never SK_DROP: when no slot holds a
 // live socket, the kernel picks by hash.
-func selectorProgram(sockets, active, probes int) asm.Instructions {
+//
+// A selection made by a route is counted in counters (see countRoutes).
+func selectorProgram(sockets, active, probes, counters int) asm.Instructions {
 	insns := asm.Instructions{asm.Mov.Reg(asm.R6, asm.R1)}
 	insns = append(insns, probeRoute(sockets, probes)...)
 	insns = append(insns, activeRoute(sockets, active)...)
 	insns = append(insns, scanRoute(sockets)...)
-	return append(insns,
+	insns = append(insns,
 		asm.Mov.Imm(asm.R0, skPass).WithSymbol("pass"),
 		asm.Return(),
 	)
+	return append(insns, countRoutes(counters)...)
 }
 
 // probeRoute looks the source port up in the probes map.
@@ -67,7 +70,7 @@ func probeRoute(sockets, probes int) asm.Instructions {
 		asm.JEq.Imm(asm.R0, 0, "active"),
 		asm.LoadMem(asm.R7, asm.R0, 0, asm.Word),
 	}
-	return append(insns, selectSlot(sockets, asm.R7)...)
+	return append(insns, selectSlot(sockets, asm.R7, routeProbe)...)
 }
 
 // activeRoute selects the active slot.
@@ -81,13 +84,13 @@ func activeRoute(sockets, active int) asm.Instructions {
 		asm.JEq.Imm(asm.R0, 0, "scan"),
 		asm.LoadMem(asm.R7, asm.R0, 0, asm.Word),
 	}
-	return append(insns, selectSlot(sockets, asm.R7)...)
+	return append(insns, selectSlot(sockets, asm.R7, routeActive)...)
 }
 
 // scanRoute tries every slot in order.
 func scanRoute(sockets int) asm.Instructions {
 	insns := asm.Instructions{asm.Mov.Imm(asm.R7, 0).WithSymbol("scan")}
-	sel := selectSlot(sockets, asm.R7)
+	sel := selectSlot(sockets, asm.R7, routeScan)
 	sel[0] = sel[0].WithSymbol("loop")
 	insns = append(insns, sel...)
 	return append(insns,
@@ -97,8 +100,9 @@ func scanRoute(sockets int) asm.Instructions {
 }
 
 // selectSlot calls bpf_sk_select_reuseport(ctx, sockets, &slot, 0) with the
-// slot in register r and jumps to "pass" when it succeeds.
-func selectSlot(sockets int, r asm.Register) asm.Instructions {
+// slot in register r and, when it succeeds, jumps to the code that counts
+// the selection under route rt and returns SK_PASS.
+func selectSlot(sockets int, r asm.Register, rt route) asm.Instructions {
 	return asm.Instructions{
 		asm.StoreMem(asm.RFP, stackSlot, r, asm.Word),
 		asm.Mov.Reg(asm.R1, asm.R6),
@@ -107,7 +111,7 @@ func selectSlot(sockets int, r asm.Register) asm.Instructions {
 		asm.Add.Imm(asm.R3, stackSlot),
 		asm.Mov.Imm(asm.R4, 0),
 		asm.FnSkSelectReuseport.Call(),
-		asm.JEq.Imm(asm.R0, 0, "pass"),
+		asm.JEq.Imm(asm.R0, 0, rt.label()),
 	}
 }
 

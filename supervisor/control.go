@@ -23,7 +23,7 @@ import (
 
 // Request is a control command.
 type Request struct {
-	Command string `json:"command"`        // "restart", "status" or "sockets"
+	Command string `json:"command"`        // "restart", "status", "sockets" or "events"
 	Wait    bool   `json:"wait,omitempty"` // restart: answer once the predecessor is drained, not at the flip
 }
 
@@ -50,10 +50,10 @@ func ParseRequest(b []byte) (Request, error) {
 		return r, fmt.Errorf("control request: %w", err)
 	}
 	switch r.Command {
-	case "restart", "status", "sockets":
+	case "restart", "status", "sockets", "events":
 		return r, nil
 	}
-	return r, fmt.Errorf("control request: unknown command %q (want restart, status or sockets)", r.Command)
+	return r, fmt.Errorf("control request: unknown command %q (want restart, status, sockets or events)", r.Command)
 }
 
 type controlServer struct {
@@ -173,6 +173,8 @@ func (c *controlServer) handle(conn *net.UnixConn) {
 	case "sockets":
 		v := c.s.Sockets()
 		reply(Response{OK: true, Sockets: &v})
+	case "events":
+		c.streamEvents(conn)
 	case "restart":
 		restart := c.s.Restart
 		if req.Wait {

@@ -64,6 +64,7 @@ func (s *Supervisor) drain(old *generation, tf, deadline time.Time, rec *Restart
 	rec.Drained, rec.Drain, rec.Migrated = true, time.Since(tf), handed
 	s.mu.Unlock()
 	s.retire(old, StateStopped)
+	s.emitGen(EventDrainEnded, old, Event{Took: time.Since(tf), HandedOver: handed})
 }
 
 // pause waits d, and reports false when the drain was told to end first.

@@ -47,6 +47,7 @@ func (s *Supervisor) loop(ctx context.Context, sigs chan os.Signal, first *gener
 	var stopDelay <-chan time.Time // the stop delay runs: serve on until it fires
 	ctxDone := ctx.Done()
 	trigger := func(r restartRequest) {
+		s.emitAsked(r)
 		if stopDelay != nil {
 			s.refuseRestart(r)
 		} else if running || firstReady != nil { // queued until the first generation serves
@@ -123,6 +124,7 @@ func (s *Supervisor) loop(ctx context.Context, sigs chan os.Signal, first *gener
 			if g != s.current() || running {
 				continue // a restart, a drain or a rollback is taking care of it
 			}
+			s.emitGen(EventCrashed, g, Event{Reason: g.exit.String()})
 			if code, stop := s.activeDied(g); stop {
 				return code
 			}
@@ -238,6 +240,7 @@ func (s *Supervisor) respawnLoop(ctx context.Context, g *generation, b *backoff)
 			s.respawns++
 			s.mu.Unlock()
 			ng.log.Info("ready: serving on the sockets of the generation that died", "replaces", g.n)
+			s.emitGen(EventRespawned, ng, Event{Predecessor: g.n})
 			return
 		}
 		s.cfg.Log.Error("respawn failed", "generation", ng.n, "err", err)
@@ -272,6 +275,7 @@ func (s *Supervisor) respawn(ctx context.Context, g *generation) (*generation, e
 		return ng, explainFDLimit(err)
 	}
 	s.publish(ng)
+	s.emitGen(EventStarted, ng, Event{Predecessor: g.n})
 	if _, err := s.waitReady(ctx, ng); err != nil {
 		s.killWorkers(ng)
 		<-ng.done

@@ -47,6 +47,7 @@ func (s *Supervisor) restart(ctx context.Context) (res RestartResult, drained <-
 		err = explainFDLimit(err)
 		res.Error = err.Error()
 		s.record(&res, false)
+		s.emitGen(EventRolledBack, g, Event{Predecessor: res.Predecessor, Reason: res.Error})
 		s.cfg.Log.Error("restart rolled back; the serving generation keeps serving", "generation", g.n, "err", err)
 		return res, nil
 	}
@@ -64,6 +65,7 @@ func (s *Supervisor) restart(ctx context.Context) (res RestartResult, drained <-
 	s.publish(g)
 	res.Pid = g.pid
 	g.log.Info("started successor", "predecessor", old.n)
+	s.emitGen(EventStarted, g, Event{Predecessor: old.n})
 
 	readyAt, err := s.waitReady(ctx, g)
 	if err != nil {
@@ -71,6 +73,7 @@ func (s *Supervisor) restart(ctx context.Context) (res RestartResult, drained <-
 		return fail(fmt.Errorf("%s: %w", g, err))
 	}
 	res.Ready = readyAt.Sub(g.started)
+	s.emitGen(EventReady, g, Event{Took: res.Ready})
 	if ctx.Err() != nil { // rpwrap is stopping: a check that passed regardless must not flip to it
 		s.retire(g, StateAbandoned)
 		return fail(fmt.Errorf("%s: abandoned: rpwrap is stopping", g))
@@ -86,6 +89,7 @@ func (s *Supervisor) restart(ctx context.Context) (res RestartResult, drained <-
 	res.Overhead = res.ToFlip - res.Ready
 	g.log.Info("flipped: new connections go to the successor", "ready_after", res.Ready.Round(time.Millisecond), "flip", res.Flip)
 	rec := s.record(&res, true)
+	s.emitGen(EventFlipped, g, Event{Predecessor: old.n, Took: res.ToFlip})
 	s.startDrain(old, tf, rec)
 	return res, old.retired
 }
@@ -135,6 +139,7 @@ func (s *Supervisor) startDrain(old *generation, tf time.Time, rec *RestartResul
 	s.mu.Lock()
 	old.deadline = deadline
 	s.mu.Unlock()
+	s.emitGen(EventDrainBegan, old, Event{Deadline: &deadline})
 	s.drains.Add(1)
 	s.goSafe(func() {
 		defer s.drains.Done()

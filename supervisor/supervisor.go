@@ -41,6 +41,7 @@ type Supervisor struct {
 	drains sync.WaitGroup // draining generations
 	checks sync.WaitGroup // readiness checks
 	relays relays         // connections rpwrap relays (cBPF)
+	events eventBus       // the clients of ctl events (events.go)
 
 	mu         sync.Mutex
 	gens       []*generation // live generations, oldest first

@@ -33,13 +33,21 @@ Commands:
             IPV6_V6ONLY, TCP_DEFER_ACCEPT, TCP_FASTOPEN, backlog and queue
             (TCP_INFO), SO_RCVBUF, SO_SNDBUF, O_NONBLOCK, the inode, and the
             selector's program and slots
+  events    follow what rpwrap does, one JSON object a line, until rpwrap
+            stops or --timeout passes (exit 0; 1 when rpwrap dropped this
+            client for reading too slowly): first following (the generation
+            serving now), then restart_asked, started, ready,
+            flipped, drain_began, drain_ended, rolled_back (with the reason),
+            crashed, respawned. Fields: at (RFC 3339), event, generation,
+            pid, predecessor, source, reason, deadline, took_ns, handed_over
 
 Flags (before or after the command):
   --control PATH      the control socket of the rpwrap to talk to (default as
                       rpwrap's own --control)  [RPWRAP_CONTROL]
   --json              print the answer as JSON
   --timeout DURATION  give up waiting for the answer after DURATION (default
-                      10s for status and sockets, none for restart). A restart given up on
+                      10s for status and sockets, none for restart and
+                      events). A restart given up on
                       is not cancelled: rpwrap goes on with it.
 
 Examples:
@@ -47,11 +55,12 @@ Examples:
   $ rpwrap ctl restart --wait
   $ rpwrap ctl --json status
   $ rpwrap ctl sockets
+  $ rpwrap ctl events | jq -r 'select(.event == "rolled_back") | .reason'
   ExecReload=/usr/local/bin/rpwrap ctl restart      (systemd)
 `
 
 // ctlCommands are the commands `rpwrap ctl` knows.
-var ctlCommands = []string{"restart", "status", "sockets"}
+var ctlCommands = []string{"restart", "status", "sockets", "events"}
 
 // statusTimeout bounds `ctl status` and `ctl sockets` unless --timeout says otherwise: the
 // answer is a snapshot and takes milliseconds.
@@ -83,6 +92,9 @@ func runCtl(e env, args []string) int {
 	path := o.control
 	if path == "" {
 		path = filepath.Join(runtimeDir(e), "rpwrap.sock")
+	}
+	if o.command == "events" {
+		return followEvents(e, o, path)
 	}
 	resp, err := callCtl(e, o, path)
 	if err != nil {
@@ -120,7 +132,7 @@ func parseCtl(e env, args []string) (*ctlOptions, error) {
 	case o.help:
 		return o, nil
 	case o.command == "":
-		return nil, errors.New("no command: give restart, status or sockets\nTry 'rpwrap ctl --help'.")
+		return nil, errors.New("no command: give restart, status, sockets or events\nTry 'rpwrap ctl --help'.")
 	case fs.NArg() != 0:
 		return nil, fmt.Errorf("unexpected argument %q after %s\nTry 'rpwrap ctl --help'.", fs.Arg(0), o.command)
 	case o.wait && o.command != "restart":
@@ -134,7 +146,7 @@ func parseCtl(e env, args []string) (*ctlOptions, error) {
 	if near := nearest(o.command, ctlCommands); near != "" {
 		return nil, fmt.Errorf("unknown command %q; did you mean %s?", o.command, near)
 	}
-	return nil, fmt.Errorf("unknown command %q: want restart, status or sockets\nTry 'rpwrap ctl --help'.", o.command)
+	return nil, fmt.Errorf("unknown command %q: want restart, status, sockets or events\nTry 'rpwrap ctl --help'.", o.command)
 }
 
 // callCtl sends o's request to path. While a restart takes more than

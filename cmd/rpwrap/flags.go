@@ -202,7 +202,7 @@ const usage = `rpwrap — zero-downtime restarts for any Linux network server
 
 Usage:
   rpwrap [FLAGS] -- COMMAND [ARGS...]    run COMMAND on sockets rpwrap owns
-  rpwrap ctl restart|status [--json]     control a running rpwrap (rpwrap ctl --help)
+  rpwrap ctl COMMAND [--json]            control a running rpwrap (rpwrap ctl --help)
   rpwrap demo [FLAGS]                    restarts under load, on a built-in server
   rpwrap --version
 

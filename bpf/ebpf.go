@@ -19,6 +19,7 @@ type ebpfSelector struct {
 	sockets *ebpf.Map // REUSEPORT_SOCKARRAY: slot -> socket
 	active  *ebpf.Map // ARRAY, one entry: the active slot
 	probes  *ebpf.Map // HASH: source port -> slot
+	canary  *ebpf.Map // ARRAY, one entry: the canary slot, its weight and counts (canary.go)
 	prog    *ebpf.Program
 }
 
@@ -82,11 +83,14 @@ func (s *ebpfSelector) load() (err error) {
 	if s.probes, err = newMap("rpwrap_probes", ebpf.Hash, 4, MaxProbes); err != nil {
 		return err
 	}
+	if s.canary, err = newMap("rpwrap_canary", ebpf.Array, canaryValueSize, 1); err != nil {
+		return err
+	}
 	s.prog, err = ebpf.NewProgram(&ebpf.ProgramSpec{
 		Name:         "rpwrap_select",
 		Type:         ebpf.SkReuseport,
 		AttachType:   ebpf.AttachSkReuseportSelectOrMigrate,
-		Instructions: selectorProgram(s.sockets.FD(), s.active.FD(), s.probes.FD()),
+		Instructions: selectorProgram(s.sockets.FD(), s.active.FD(), s.probes.FD(), s.canary.FD()),
 		License:      "Dual MIT/GPL",
 	})
 	if err != nil {
@@ -105,7 +109,7 @@ func newMap(name string, t ebpf.MapType, valueSize, entries uint32) (*ebpf.Map, 
 
 // free closes whatever load created; Close of a nil object is a no-op.
 func (s *ebpfSelector) free() error {
-	return errors.Join(s.prog.Close(), s.probes.Close(), s.active.Close(), s.sockets.Close())
+	return errors.Join(s.prog.Close(), s.canary.Close(), s.probes.Close(), s.active.Close(), s.sockets.Close())
 }
 
 func (s *ebpfSelector) Flavour() Flavour { return EBPF }

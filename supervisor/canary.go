@@ -324,9 +324,9 @@ func (s *Supervisor) abortCanary(old, g *generation, why error, res *RestartResu
 	return err
 }
 
-// summary describes the rollout on a line: phase, stage, the shares
+// Summary describes the rollout on a line: phase, stage, the shares
 // measured, and why it was rolled back.
-func (r *RolloutStatus) summary() string {
+func (r *RolloutStatus) Summary() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "generation %d after %d: %s", r.Generation, r.Predecessor, r.Phase)
 	if r.Phase == "canary" && r.Stage > 0 {

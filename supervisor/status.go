@@ -107,7 +107,7 @@ func (st Status) Write(w io.Writer) {
 		fmt.Fprintf(w, "last:      %s\n", r.summary())
 	}
 	if r := st.Rollout; r != nil {
-		fmt.Fprintf(w, "rollout:   %s\n", r.summary())
+		fmt.Fprintf(w, "rollout:   %s\n", r.Summary())
 	}
 	fmt.Fprintf(w, "\n%-4s %-8s %-9s %-25s %-12s %-25s %s\n", "GEN", "PID", "STATE", "STARTED", "AGE", "DEADLINE", "QUEUED")
 	for _, g := range st.Generations {

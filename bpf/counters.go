@@ -20,6 +20,7 @@ const (
 	routeProbe   route = iota // the probes map, by source port
 	routeActive               // the active map
 	routeScan                 // the scan of every slot, when the active one is empty
+	routeCanary               // the canary's share of new connections (canary.go)
 	routeMigrate              // a request migrating out of a closing listener, whatever route picked it
 	numRoutes
 )
@@ -40,16 +41,17 @@ type Counts struct {
 	Probe    uint64 `json:"probe"`    // readiness probes, steered by source port
 	Active   uint64 `json:"active"`   // the active slot
 	Scan     uint64 `json:"scan"`     // fallback: the active slot was empty, the first live one was taken
+	Canary   uint64 `json:"canary"`   // the canary's share, while a canary runs
 	Migrated uint64 `json:"migrated"` // requests handed over from a closing listener
 }
 
 // Steered is every new connection or datagram the slot was given: Probe,
-// Active and Scan, not Migrated.
-func (c Counts) Steered() uint64 { return c.Probe + c.Active + c.Scan }
+// Active, Scan and Canary, not Migrated.
+func (c Counts) Steered() uint64 { return c.Probe + c.Active + c.Scan + c.Canary }
 
 // Add returns the sum of c and d.
 func (c Counts) Add(d Counts) Counts {
-	return Counts{c.Probe + d.Probe, c.Active + d.Active, c.Scan + d.Scan, c.Migrated + d.Migrated}
+	return Counts{c.Probe + d.Probe, c.Active + d.Active, c.Scan + d.Scan, c.Canary + d.Canary, c.Migrated + d.Migrated}
 }
 
 // ErrNoCounters is wrapped by Counters for a cBPF selector: a classic
@@ -99,7 +101,7 @@ func (s *ebpfSelector) countsLocked(slot Slot) (Counts, error) {
 			sums[r] += v
 		}
 	}
-	return Counts{Probe: sums[routeProbe], Active: sums[routeActive], Scan: sums[routeScan], Migrated: sums[routeMigrate]}, nil
+	return Counts{Probe: sums[routeProbe], Active: sums[routeActive], Scan: sums[routeScan], Canary: sums[routeCanary], Migrated: sums[routeMigrate]}, nil
 }
 
 // resetCountersLocked zeroes a slot's entries before a socket takes it, so

@@ -20,6 +20,7 @@ type ebpfSelector struct {
 	active   *ebpf.Map // ARRAY, one entry: the active slot
 	probes   *ebpf.Map // HASH: source port -> slot
 	counters *ebpf.Map // PERCPU_ARRAY: slot*numRoutes+route -> selections (counters.go)
+	canary   *ebpf.Map // ARRAY, one entry: the canary slot, its weight and counts (canary.go)
 	prog     *ebpf.Program
 }
 
@@ -83,6 +84,9 @@ func (s *ebpfSelector) load() (err error) {
 	if s.probes, err = newMap("rpwrap_probes", ebpf.Hash, 4, MaxProbes); err != nil {
 		return err
 	}
+	if s.canary, err = newMap("rpwrap_canary", ebpf.Array, canaryValueSize, 1); err != nil {
+		return err
+	}
 	if s.counters, err = newCounters(); err != nil {
 		return err
 	}
@@ -90,7 +94,7 @@ func (s *ebpfSelector) load() (err error) {
 		Name:         "rpwrap_select",
 		Type:         ebpf.SkReuseport,
 		AttachType:   ebpf.AttachSkReuseportSelectOrMigrate,
-		Instructions: selectorProgram(s.sockets.FD(), s.active.FD(), s.probes.FD(), s.counters.FD()),
+		Instructions: selectorProgram(s.sockets.FD(), s.active.FD(), s.probes.FD(), s.canary.FD(), s.counters.FD()),
 		License:      "Dual MIT/GPL",
 	})
 	if err != nil {
@@ -109,7 +113,7 @@ func newMap(name string, t ebpf.MapType, valueSize, entries uint32) (*ebpf.Map, 
 
 // free closes whatever load created; Close of a nil object is a no-op.
 func (s *ebpfSelector) free() error {
-	return errors.Join(s.prog.Close(), s.counters.Close(), s.probes.Close(), s.active.Close(), s.sockets.Close())
+	return errors.Join(s.prog.Close(), s.counters.Close(), s.canary.Close(), s.probes.Close(), s.active.Close(), s.sockets.Close())
 }
 
 func (s *ebpfSelector) Flavour() Flavour { return EBPF }

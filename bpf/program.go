@@ -32,17 +32,20 @@ const (
 //     context's data starts at the transport header for TCP and UDP alike,
 //     so the port is the first two bytes; a migrating request has an
 //     empty packet and skips this step;
-//  2. the slot in the one-entry active map;
-//  3. slots 0, 1, ... MaxSlots-1 in order, so that a migrating request is
+//  2. for a share of the connections, by flow hash, the canary slot in
+//     the canary map (canaryRoute), while a canary runs;
+//  3. the slot in the one-entry active map;
+//  4. slots 0, 1, ... MaxSlots-1 in order, so that a migrating request is
 //     never dropped while the group holds one of our sockets.
 //
 // It returns SK_PASS in every case, never SK_DROP: when no slot holds a
 // live socket, the kernel picks by hash.
 //
 // A selection made by a route is counted in counters (see countRoutes).
-func selectorProgram(sockets, active, probes, counters int) asm.Instructions {
+func selectorProgram(sockets, active, probes, canary, counters int) asm.Instructions {
 	insns := asm.Instructions{asm.Mov.Reg(asm.R6, asm.R1)}
 	insns = append(insns, probeRoute(sockets, probes)...)
+	insns = append(insns, canaryRoute(sockets, canary)...)
 	insns = append(insns, activeRoute(sockets, active)...)
 	insns = append(insns, scanRoute(sockets)...)
 	insns = append(insns,
@@ -59,7 +62,7 @@ func probeRoute(sockets, probes int) asm.Instructions {
 		asm.LoadMem(asm.R3, asm.R6, mdDataEnd, asm.DWord),
 		asm.Mov.Reg(asm.R4, asm.R2),
 		asm.Add.Imm(asm.R4, 2),
-		asm.JGT.Reg(asm.R4, asm.R3, "active"),
+		asm.JGT.Reg(asm.R4, asm.R3, "probe_miss"),
 		asm.LoadMem(asm.R4, asm.R2, 0, asm.Half),
 		asm.HostTo(asm.BE, asm.R4, asm.Half),
 		asm.StoreMem(asm.RFP, stackKey, asm.R4, asm.Word),
@@ -67,10 +70,12 @@ func probeRoute(sockets, probes int) asm.Instructions {
 		asm.Mov.Reg(asm.R2, asm.RFP),
 		asm.Add.Imm(asm.R2, stackKey),
 		asm.FnMapLookupElem.Call(),
-		asm.JEq.Imm(asm.R0, 0, "active"),
+		asm.JEq.Imm(asm.R0, 0, "probe_miss"),
 		asm.LoadMem(asm.R7, asm.R0, 0, asm.Word),
 	}
-	return append(insns, selectSlot(sockets, asm.R7, routeProbe)...)
+	insns = append(insns, selectSlot(sockets, asm.R7, routeProbe)...)
+	// The routes that follow begin here: a miss falls through to them.
+	return append(insns, asm.Mov.Reg(asm.R6, asm.R6).WithSymbol("probe_miss"))
 }
 
 // activeRoute selects the active slot.

@@ -36,9 +36,9 @@ func (s *Supervisor) check(ctx context.Context, g *generation) error {
 		_, err := g.notify.Ready(ctx)
 		return err
 	case ReadyAccept, ReadyHTTP:
-		return s.retry(ctx, 20*time.Millisecond, func() error { return s.probe(ctx, g) })
+		return s.retry(ctx, 20*time.Millisecond, func() error { return s.probe(ctx, g, s.cfg.Ready) })
 	case ReadyExec:
-		return s.retry(ctx, 200*time.Millisecond, func() error { return s.execCheck(ctx, g) })
+		return s.retry(ctx, 200*time.Millisecond, func() error { return s.execCheck(ctx, g, s.cfg.Ready) })
 	}
 	return fmt.Errorf("unknown readiness check %q", s.cfg.Ready.Kind)
 }
@@ -62,19 +62,19 @@ func (s *Supervisor) retry(ctx context.Context, interval time.Duration, fn func(
 // probe connects to each of g's TCP sockets from a source port the
 // selector routes to g's slot, whatever the active slot is, and checks that
 // g accepts the connection (accept) or answers GET PATH with a 2xx (http).
-func (s *Supervisor) probe(ctx context.Context, g *generation) error {
+func (s *Supervisor) probe(ctx context.Context, g *generation, r Ready) error {
 	for i, grp := range s.groups {
 		if grp.spec.Network != "tcp" {
 			continue
 		}
-		if err := s.probeOne(ctx, g, i); err != nil {
+		if err := s.probeOne(ctx, g, i, r); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-func (s *Supervisor) probeOne(ctx context.Context, g *generation, i int) (err error) {
+func (s *Supervisor) probeOne(ctx context.Context, g *generation, i int, r Ready) (err error) {
 	grp, l := s.groups[i], g.listeners[i]
 	target := probeTarget(grp.spec.Addr, s.foreignAddrs(i))
 	ps, err := newProbeSocket(target)
@@ -105,8 +105,8 @@ func (s *Supervisor) probeOne(ctx context.Context, g *generation, i int) (err er
 	if err := s.acceptedBy(ctx, g, i, l, target, ps.local); err != nil {
 		return err
 	}
-	if s.cfg.Ready.Kind == ReadyHTTP {
-		return httpProbe(ctx, c, target.String(), s.cfg.Ready.Arg)
+	if r.Kind == ReadyHTTP {
+		return httpProbe(ctx, c, target.String(), r.Arg)
 	}
 	return nil
 }
@@ -167,10 +167,10 @@ func (s *Supervisor) foreignAddrs(i int) []netip.AddrPort {
 
 // execCheck runs the --ready exec: command once through /bin/sh and
 // returns nil when it exits 0.
-func (s *Supervisor) execCheck(ctx context.Context, g *generation) error {
+func (s *Supervisor) execCheck(ctx context.Context, g *generation, r Ready) error {
 	env := append(append([]string(nil), s.cfg.Env...),
 		"RPWRAP_GENERATION="+strconv.Itoa(g.n), "RPWRAP_PID="+strconv.Itoa(g.pid))
-	p := procSpec{exe: "/bin/sh", argv: []string{"sh", "-c", s.cfg.Ready.Arg}, env: env,
+	p := procSpec{exe: "/bin/sh", argv: []string{"sh", "-c", r.Arg}, env: env,
 		files: []*os.File{s.cfg.Stdin, s.cfg.Stderr, s.cfg.Stderr}}
 	proc, exit, err := s.reaper.start(p.fork)
 	if err != nil {
@@ -182,7 +182,7 @@ func (s *Supervisor) execCheck(ctx context.Context, g *generation) error {
 		if e.Status.Exited() && e.Status.ExitStatus() == 0 {
 			return nil
 		}
-		return fmt.Errorf("readiness command %q: %s", s.cfg.Ready.Arg, e)
+		return fmt.Errorf("readiness command %q: %s", r.Arg, e)
 	case <-ctx.Done():
 		if err := proc.killGroup(); err != nil {
 			return err // it may run on: waiting for it could take forever

@@ -62,6 +62,17 @@ type Config struct {
 	// [IP]:PORT on a socket of rpwrap's own; "" for none.
 	HealthAddr string
 
+	// Watch is how long after the flip the predecessor stands by, still
+	// running, while the successor is watched (canary.go): its exit or a
+	// failed WatchCheck flips back. 0: the predecessor drains at the flip.
+	Watch time.Duration
+	// WatchCheck is repeated every second during a canary and a watch
+	// (accept, http:PATH or exec:CMD); Kind "" for none.
+	WatchCheck Ready
+	// Canary is the stages in which the successor gets a share of new
+	// connections before the flip (eBPF selector only); nil for none.
+	Canary []CanaryStage
+
 	RestartOnFailure bool // a generation that dies is replaced, with backoff, instead of rpwrap exiting
 
 	RuntimeDir  string // where per-generation notify sockets live (created 0700)

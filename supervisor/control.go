@@ -23,8 +23,10 @@ import (
 
 // Request is a control command.
 type Request struct {
-	Command string `json:"command"`        // "restart", "status", "sockets" or "events"
-	Wait    bool   `json:"wait,omitempty"` // restart: answer once the predecessor is drained, not at the flip
+	Command string `json:"command"`          // "restart", "status", "sockets", "events", "promote" or "abort"
+	Wait    bool   `json:"wait,omitempty"`   // restart: answer once the predecessor is drained, not at the flip
+	Watch   string `json:"watch,omitempty"`  // restart: its --watch DURATION instead of rpwrap's
+	Canary  string `json:"canary,omitempty"` // restart: its --canary PCT:DURATION,... instead of rpwrap's
 }
 
 // Response answers a Request. Error is set when the command failed; for a
@@ -50,10 +52,13 @@ func ParseRequest(b []byte) (Request, error) {
 		return r, fmt.Errorf("control request: %w", err)
 	}
 	switch r.Command {
-	case "restart", "status", "sockets", "events":
+	case "restart":
+		_, err := r.restartOptions()
+		return r, err
+	case "status", "sockets", "events", "promote", "abort":
 		return r, nil
 	}
-	return r, fmt.Errorf("control request: unknown command %q (want restart, status, sockets or events)", r.Command)
+	return r, fmt.Errorf("control request: unknown command %q (want restart, status, sockets, events, promote or abort)", r.Command)
 }
 
 type controlServer struct {
@@ -175,12 +180,19 @@ func (c *controlServer) handle(conn *net.UnixConn) {
 		reply(Response{OK: true, Sockets: &v})
 	case "events":
 		c.streamEvents(conn)
-	case "restart":
-		restart := c.s.Restart
-		if req.Wait {
-			restart = c.s.RestartAndDrain
+	case "promote", "abort":
+		cmd := c.s.Promote
+		if req.Command == "abort" {
+			cmd = c.s.Abort
 		}
-		r, err := restart(context.Background())
+		if err := cmd(context.Background()); err != nil {
+			reply(Response{Error: err.Error()})
+			return
+		}
+		reply(Response{OK: true})
+	case "restart":
+		opts, _ := req.restartOptions() // checked by ParseRequest
+		r, err := c.s.RestartWith(context.Background(), opts)
 		resp := Response{OK: err == nil, Restart: &r}
 		if err != nil {
 			resp.Error = err.Error()
@@ -286,4 +298,22 @@ func Call(ctx context.Context, path string, req Request) (Response, error) {
 		return Response{}, fmt.Errorf("no answer from rpwrap at %s (pid %d) in time: %w", path, pid, ctx.Err())
 	}
 	return Response{}, fmt.Errorf("talk to rpwrap at %s (pid %d): %w", path, pid, err)
+}
+
+// restartOptions parses a restart request's watch and canary.
+func (r Request) restartOptions() (RestartOptions, error) {
+	o := RestartOptions{Wait: r.Wait}
+	if r.Watch != "" {
+		d, err := time.ParseDuration(r.Watch)
+		if err != nil || d < 0 {
+			return o, fmt.Errorf("control request: watch %q: want a duration with a unit: 0, 5s, 2m", r.Watch)
+		}
+		o.Watch = &d
+	}
+	stages, err := ParseCanary(r.Canary)
+	if err != nil {
+		return o, fmt.Errorf("control request: %w", err)
+	}
+	o.Canary = stages
+	return o, nil
 }

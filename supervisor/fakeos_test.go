@@ -55,6 +55,7 @@ type fakeProc struct {
 	guardErr   error // guard fails with it
 	guardWaits bool  // guard waits until its context ends, then fails
 	relistErr  error // relisten fails with it
+	recheckErr error // every --watch-check fails with it
 	ignoreStop bool  // the stop signal does not end it
 	stopStatus unix.WaitStatus
 

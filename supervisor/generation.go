@@ -51,6 +51,7 @@ type generation struct {
 	state    State
 	deadline time.Time // draining: when it is killed
 	flipped  time.Time // active or draining: when it became active
+	standby  bool      // when replaced, stand by for a watch instead of draining
 }
 
 func newGeneration(n int) *generation {

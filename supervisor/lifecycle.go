@@ -15,7 +15,9 @@ type State string
 const (
 	StateStarting  State = "starting"  // started, not ready yet
 	StateReady     State = "ready"     // passed its readiness check, not receiving connections yet
+	StateCanary    State = "canary"    // the selector sends it a share of new connections (canary.go)
 	StateActive    State = "active"    // the selector sends it every new connection
+	StateStandby   State = "standby"   // replaced, still running, not told to stop: the watch may flip back to it (watch.go)
 	StateDraining  State = "draining"  // replaced, finishing its work until its deadline
 	StateStopped   State = "stopped"   // final: it served and was stopped
 	StateAbandoned State = "abandoned" // final: a successor that never served (rolled back)
@@ -31,10 +33,19 @@ const (
 //	    └──┬──────────────┘               └──exits on its own──▶ crashed
 //	       ├──rolled back / rpwrap stops──▶ abandoned
 //	       └──exits on its own────────────▶ crashed
+//
+// With a canary or a watch (canary.go), a rollout:
+//
+//	ready ──▶ canary ──▶ active          (the successor; rolled back: draining or crashed;
+//	                                       rpwrap stops: stopped)
+//	active ──▶ standby ──▶ draining      (the predecessor during the watch; flipped back:
+//	                                       active; rpwrap stops: stopped)
 var transitions = map[State][]State{
 	StateStarting: {StateReady, StateAbandoned, StateCrashed},
-	StateReady:    {StateActive, StateAbandoned, StateCrashed},
-	StateActive:   {StateDraining, StateStopped, StateCrashed},
+	StateReady:    {StateCanary, StateActive, StateAbandoned, StateCrashed},
+	StateCanary:   {StateActive, StateDraining, StateStopped, StateCrashed},
+	StateActive:   {StateStandby, StateDraining, StateStopped, StateCrashed},
+	StateStandby:  {StateActive, StateDraining, StateStopped},
 	StateDraining: {StateStopped},
 }
 

@@ -14,7 +14,7 @@ import (
 )
 
 // allStates is every State the package defines.
-var allStates = []State{StateStarting, StateReady, StateActive, StateDraining, StateStopped, StateAbandoned, StateCrashed}
+var allStates = []State{StateStarting, StateReady, StateCanary, StateActive, StateStandby, StateDraining, StateStopped, StateAbandoned, StateCrashed}
 
 // newTestSupervisor is a Supervisor with no process, socket or selector,
 // for the parts of the life cycle that need none; its log goes to the
@@ -118,8 +118,8 @@ func TestCheckTransitionAcceptsOnlyTheTable(t *testing.T) {
 			}
 		}
 	}
-	if allowed != 10 {
-		t.Errorf("%d transitions allowed, want the 10 of the drawing in lifecycle.go", allowed)
+	if allowed != 19 {
+		t.Errorf("%d transitions allowed, want the 19 of the drawings in lifecycle.go", allowed)
 	}
 	if checkTransition("", StateActive) == nil || checkTransition(StateActive, "bogus") == nil {
 		t.Error("a transition from or to an unknown state is allowed")

@@ -34,7 +34,7 @@ func (s *Supervisor) loop(ctx context.Context, sigs chan os.Signal, first *gener
 	startRestart := func(waiters []restartRequest) {
 		running = true
 		s.goSafe(func() {
-			res, drained := s.restart(rctx)
+			res, drained := s.restart(rctx, s.rolloutFor(waiters))
 			restartDone <- restartOutcome{res, drained, waiters}
 		})
 	}

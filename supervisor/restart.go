@@ -13,18 +13,19 @@ import (
 
 // RestartResult is what one restart did and how long each step took.
 type RestartResult struct {
-	Generation  int           `json:"generation"`             // the successor's number
-	Pid         int           `json:"pid"`                    // the successor's pid
-	Predecessor int           `json:"predecessor,omitempty"`  // the generation it replaced
-	At          time.Time     `json:"at"`                     // when the restart began
-	Error       string        `json:"error,omitempty"`        // why it was rolled back; "" on success
-	Ready       time.Duration `json:"ready_ns"`               // successor start to ready
-	ToFlip      time.Duration `json:"to_flip_ns"`             // trigger to flip
-	Overhead    time.Duration `json:"overhead_ns"`            // ToFlip minus Ready: rpwrap's own share
-	Flip        time.Duration `json:"flip_ns"`                // the map updates themselves
-	Drained     bool          `json:"drained,omitempty"`      // the predecessor has been drained and retired
-	Drain       time.Duration `json:"drain_ns"`               // flip to predecessor retired, once Drained
-	Migrated    bool          `json:"queue_handed,omitempty"` // the predecessor's queued connections were handed over
+	Generation  int            `json:"generation"`             // the successor's number
+	Pid         int            `json:"pid"`                    // the successor's pid
+	Predecessor int            `json:"predecessor,omitempty"`  // the generation it replaced
+	At          time.Time      `json:"at"`                     // when the restart began
+	Error       string         `json:"error,omitempty"`        // why it was rolled back; "" on success
+	Ready       time.Duration  `json:"ready_ns"`               // successor start to ready
+	ToFlip      time.Duration  `json:"to_flip_ns"`             // trigger to flip
+	Overhead    time.Duration  `json:"overhead_ns"`            // ToFlip minus Ready: rpwrap's own share
+	Flip        time.Duration  `json:"flip_ns"`                // the map updates themselves
+	Drained     bool           `json:"drained,omitempty"`      // the predecessor has been drained and retired
+	Drain       time.Duration  `json:"drain_ns"`               // flip to predecessor retired, once Drained
+	Migrated    bool           `json:"queue_handed,omitempty"` // the predecessor's queued connections were handed over
+	Rollout     *RolloutStatus `json:"rollout,omitempty"`      // its canary and watch, when it had one
 }
 
 // restart replaces the active generation by a new one: DESIGN.md "The data
@@ -32,7 +33,7 @@ type RestartResult struct {
 // predecessor draining in the background (drained is closed once it is
 // retired), or, on failure, with the successor retired and the
 // predecessor serving as before (drained is nil).
-func (s *Supervisor) restart(ctx context.Context) (res RestartResult, drained <-chan struct{}) {
+func (s *Supervisor) restart(ctx context.Context, ro rollout) (res RestartResult, drained <-chan struct{}) {
 	t0 := time.Now()
 	s.notify("reloading", s.cfg.Notifier.Reloading)
 	defer s.notifyReady()
@@ -79,8 +80,15 @@ func (s *Supervisor) restart(ctx context.Context) (res RestartResult, drained <-
 		return fail(fmt.Errorf("%s: abandoned: rpwrap is stopping", g))
 	}
 	s.capDraining() // only now is one more generation going to drain
+	if err := s.runCanary(ctx, old, g, ro, &res); err != nil {
+		return fail(err) // g is retired already
+	}
+	s.standBy(old, ro)
 	tf := time.Now()
 	if err := s.flip(old, g); err != nil {
+		s.standBy(old, rollout{})
+		s.clearShare()
+		s.endRollout("rolled back", err.Error())
 		s.retire(g, StateAbandoned)
 		return fail(err)
 	}
@@ -88,6 +96,12 @@ func (s *Supervisor) restart(ctx context.Context) (res RestartResult, drained <-
 	res.ToFlip = time.Since(t0)
 	res.Overhead = res.ToFlip - res.Ready
 	g.log.Info("flipped: new connections go to the successor", "ready_after", res.Ready.Round(time.Millisecond), "flip", res.Flip)
+	if err := s.watchAfterFlip(ctx, old, g, ro, &res); err != nil {
+		return fail(err) // flipped back, g retired
+	}
+	if ro.watch > 0 {
+		tf = time.Now() // the drain begins when the watch ends
+	}
 	rec := s.record(&res, true)
 	s.emitGen(EventFlipped, g, Event{Predecessor: old.n, Took: res.ToFlip})
 	s.startDrain(old, tf, rec)
@@ -111,7 +125,7 @@ func (s *Supervisor) endOfUnready(g *generation) State {
 // generation. When a group refuses, the groups already flipped are put
 // back to old and old stays active.
 func (s *Supervisor) flip(old, g *generation) error {
-	if !s.setState(g, StateReady) {
+	if s.stateOf(g) != StateCanary && !s.setState(g, StateReady) {
 		return fmt.Errorf("flip to %s: not in a state to be flipped to", g)
 	}
 	for i, grp := range s.groups {

@@ -26,6 +26,7 @@ type Status struct {
 	MaxDraining int                `json:"max_draining"`
 	Last        *RestartResult     `json:"last_restart,omitempty"` // the last restart, rolled back or not
 	History     []RestartResult    `json:"history,omitempty"`      // recent restarts, oldest first
+	Rollout     *RolloutStatus     `json:"rollout,omitempty"`      // the canary or watch in progress, else the last one
 }
 
 // GenerationStatus describes one live generation.
@@ -57,6 +58,7 @@ func (s *Supervisor) Status() Status {
 	for _, h := range s.history {
 		st.History = append(st.History, *h)
 	}
+	st.Rollout = s.rolloutSnapshotLocked()
 	gens := append([]*generation(nil), s.gens...)
 	for _, g := range gens {
 		gs := GenerationStatus{Generation: g.n, Pid: g.pid, State: g.state, Started: g.started,
@@ -103,6 +105,9 @@ func (st Status) Write(w io.Writer) {
 	fmt.Fprintf(w, "restarts:  %d done, %d rolled back, %d respawned after a crash\n", st.Restarts, st.RolledBack, st.Respawns)
 	if r := st.Last; r != nil {
 		fmt.Fprintf(w, "last:      %s\n", r.summary())
+	}
+	if r := st.Rollout; r != nil {
+		fmt.Fprintf(w, "rollout:   %s\n", r.Summary())
 	}
 	fmt.Fprintf(w, "\n%-4s %-8s %-9s %-25s %-12s %-25s %s\n", "GEN", "PID", "STATE", "STARTED", "AGE", "DEADLINE", "QUEUED")
 	for _, g := range st.Generations {

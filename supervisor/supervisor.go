@@ -52,6 +52,7 @@ type Supervisor struct {
 	respawns   int
 	last       *RestartResult
 	history    []*RestartResult
+	roll       rollouts  // the canary and watch in progress
 	stopping   bool      // SIGTERM came: /readyz reports not ready
 	stopDelay  time.Time // end of the stop delay, when there is one
 }
@@ -62,6 +63,7 @@ type Supervisor struct {
 type restartRequest struct {
 	reply chan<- RestartResult
 	wait  bool
+	opts  *RestartOptions // nil: the Config's watch and canary
 }
 
 // New checks cfg, opens the first generation's sockets (or takes the ones
@@ -84,6 +86,7 @@ func New(cfg Config) (_ *Supervisor, err error) {
 		quit:     make(chan struct{}),
 		ready:    make(chan struct{}),
 		nextGen:  1,
+		roll:     rollouts{cmds: make(chan rolloutCmd)},
 	}
 	// The control socket comes first: a second rpwrap started by mistake
 	// for the same service stops here, before it touches the sockets.
@@ -132,6 +135,9 @@ func New(cfg Config) (_ *Supervisor, err error) {
 		first.slots = append(first.slots, sel.Active())
 	}
 	s.gens = []*generation{first}
+	if err := s.refuseCanary(); err != nil {
+		return nil, err
+	}
 	s.warnForeign()
 	return s, nil
 }
@@ -305,19 +311,20 @@ func (s *Supervisor) Active() (generation, pid int) {
 // the single restart that follows it. The error is the result's Error, or
 // why no restart ran (rpwrap stopping, ctx done).
 func (s *Supervisor) Restart(ctx context.Context) (RestartResult, error) {
-	return s.request(ctx, false)
+	return s.request(ctx, restartRequest{})
 }
 
 // RestartAndDrain is Restart that returns once the predecessor has also
 // been drained and retired, with Drained, Drain and Migrated set.
 func (s *Supervisor) RestartAndDrain(ctx context.Context) (RestartResult, error) {
-	return s.request(ctx, true)
+	return s.request(ctx, restartRequest{wait: true})
 }
 
-func (s *Supervisor) request(ctx context.Context, wait bool) (RestartResult, error) {
+func (s *Supervisor) request(ctx context.Context, r restartRequest) (RestartResult, error) {
 	reply := make(chan RestartResult, 1)
+	r.reply = reply
 	select {
-	case s.triggers <- restartRequest{reply: reply, wait: wait}:
+	case s.triggers <- r:
 	case <-s.quit:
 		return RestartResult{}, errors.New("restart: rpwrap is stopping")
 	case <-ctx.Done():
@@ -361,7 +368,9 @@ func (s *Supervisor) current() *generation {
 func (s *Supervisor) activate(g *generation) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if a := s.active; a != nil && a != g && a.state == StateActive {
+	if a := s.active; a != nil && a != g && a.state == StateActive && a.standby {
+		s.setStateLocked(a, StateStandby) // the watch decides what comes next
+	} else if a != nil && a != g && a.state == StateActive {
 		s.setStateLocked(a, StateDraining)
 		a.deadline = time.Now().Add(s.cfg.DrainTimeout) // in the same snapshot; startDrain sets it from the flip's start
 	}

@@ -16,6 +16,7 @@ type system interface {
 	// start forks g's main process from p, as reaper.start does.
 	start(g *generation, p procSpec) (*process, <-chan Exit, error)
 	check(ctx context.Context, g *generation) error            // Supervisor.check
+	recheck(ctx context.Context, g *generation, r Ready) error // Supervisor.checkOnce (--watch-check)
 	guard(ctx context.Context, g *generation, wait bool) error // Supervisor.guard
 	relisten(g *generation) error                              // Supervisor.relisten
 	alive(g *generation) bool                                  // alive
@@ -47,6 +48,10 @@ func (r realSystem) start(_ *generation, p procSpec) (*process, <-chan Exit, err
 }
 
 func (r realSystem) check(ctx context.Context, g *generation) error { return r.s.check(ctx, g) }
+
+func (r realSystem) recheck(ctx context.Context, g *generation, c Ready) error {
+	return r.s.checkOnce(ctx, g, c)
+}
 
 func (r realSystem) guard(ctx context.Context, g *generation, wait bool) error {
 	return r.s.guard(ctx, g, wait)

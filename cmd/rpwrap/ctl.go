@@ -25,6 +25,14 @@ Commands:
             the background. A restart asked for during another one waits for
             it and runs next (ctl says so on stderr after a second).
             --wait  answer only once the old generation has drained too
+            --watch DURATION, --canary PCT:DURATION[,...]  this restart's
+                    watch and canary instead of rpwrap's (--watch 0: none);
+                    it answers when they end: exit 1 with the reason when
+                    the new generation was rolled back
+  promote   end the canary or watch in progress now: every new connection
+            to the new generation, the old one drains
+  abort     roll the canary or watch in progress back: every new connection
+            to the old generation, the new one is retired
   status    rpwrap's pid, version, uptime and configuration; per generation
             its pid, state, start time, age, accept-queue depth and the
             server binary it was started from (device, inode, mtime)
@@ -53,6 +61,8 @@ Flags (before or after the command):
 Examples:
   $ rpwrap ctl restart
   $ rpwrap ctl restart --wait
+  $ rpwrap ctl restart --canary 20%:6s --watch 30s
+  $ rpwrap ctl promote
   $ rpwrap ctl --json status
   $ rpwrap ctl sockets
   $ rpwrap ctl events | jq -r 'select(.event == "rolled_back") | .reason'
@@ -60,7 +70,7 @@ Examples:
 `
 
 // ctlCommands are the commands `rpwrap ctl` knows.
-var ctlCommands = []string{"restart", "status", "sockets", "events"}
+var ctlCommands = []string{"restart", "status", "sockets", "events", "promote", "abort"}
 
 // statusTimeout bounds `ctl status` and `ctl sockets` unless --timeout says otherwise: the
 // answer is a snapshot and takes milliseconds.
@@ -73,6 +83,8 @@ type ctlOptions struct {
 	control string
 	asJSON  bool
 	wait    bool
+	watch   string
+	canary  string
 	timeout time.Duration
 	help    bool
 	command string
@@ -118,6 +130,8 @@ func parseCtl(e env, args []string) (*ctlOptions, error) {
 	fs.StringVar(&o.control, "control", e.getenv("RPWRAP_CONTROL"), "")
 	fs.BoolVar(&o.asJSON, "json", false, "")
 	fs.BoolVar(&o.wait, "wait", false, "")
+	fs.StringVar(&o.watch, "watch", "", "")
+	fs.StringVar(&o.canary, "canary", "", "")
 	durationVar(fs, &o.timeout, "timeout", 0)
 	fs.BoolVar(&o.help, "help", false, "")
 	fs.BoolVar(&o.help, "h", false, "")
@@ -132,11 +146,21 @@ func parseCtl(e env, args []string) (*ctlOptions, error) {
 	case o.help:
 		return o, nil
 	case o.command == "":
-		return nil, errors.New("no command: give restart, status, sockets or events\nTry 'rpwrap ctl --help'.")
+		return nil, errors.New("no command: give restart, status, sockets, events, promote or abort\nTry 'rpwrap ctl --help'.")
 	case fs.NArg() != 0:
 		return nil, fmt.Errorf("unexpected argument %q after %s\nTry 'rpwrap ctl --help'.", fs.Arg(0), o.command)
 	case o.wait && o.command != "restart":
 		return nil, fmt.Errorf("--wait is for restart, not %s", o.command)
+	case (o.watch != "" || o.canary != "") && o.command != "restart":
+		return nil, fmt.Errorf("--watch and --canary are for restart, not %s", o.command)
+	}
+	if o.watch != "" {
+		if _, err := parseDuration(o.watch); err != nil {
+			return nil, fmt.Errorf("--watch %q: %v", o.watch, err)
+		}
+	}
+	if _, err := supervisor.ParseCanary(o.canary); err != nil {
+		return nil, err
 	}
 	for _, c := range ctlCommands {
 		if o.command == c {
@@ -146,7 +170,7 @@ func parseCtl(e env, args []string) (*ctlOptions, error) {
 	if near := nearest(o.command, ctlCommands); near != "" {
 		return nil, fmt.Errorf("unknown command %q; did you mean %s?", o.command, near)
 	}
-	return nil, fmt.Errorf("unknown command %q: want restart, status, sockets or events\nTry 'rpwrap ctl --help'.", o.command)
+	return nil, fmt.Errorf("unknown command %q: want restart, status, sockets, events, promote or abort\nTry 'rpwrap ctl --help'.", o.command)
 }
 
 // callCtl sends o's request to path. While a restart takes more than
@@ -172,7 +196,7 @@ func callCtl(e env, o *ctlOptions, path string) (supervisor.Response, error) {
 			}
 		}
 	}()
-	resp, err := supervisor.Call(ctx, path, supervisor.Request{Command: o.command, Wait: o.wait})
+	resp, err := supervisor.Call(ctx, path, supervisor.Request{Command: o.command, Wait: o.wait, Watch: o.watch, Canary: o.canary})
 	close(done)
 	<-noticed
 	if err != nil && errors.Is(err, context.DeadlineExceeded) {
@@ -226,6 +250,11 @@ func printAnswer(e env, o *ctlOptions, resp supervisor.Response) {
 		}
 		fmt.Fprintf(e.stdout, "restarted: generation %d (pid %d) ready in %s, flipped %s after the trigger, %s\n",
 			r.Generation, r.Pid, r.Ready.Round(time.Millisecond), r.ToFlip.Round(time.Millisecond), old)
+		printRollout(e, r)
+	case r != nil:
+		printRollout(e, r)
+	case resp.OK:
+		fmt.Fprintf(e.stdout, "%s: done (see rpwrap ctl status)\n", o.command)
 	}
 }
 
@@ -264,4 +293,11 @@ func editDistance(a, b string) int {
 		}
 	}
 	return d[len(a)][len(b)]
+}
+
+// printRollout writes the canary and watch of a restart, when it had one.
+func printRollout(e env, r *supervisor.RestartResult) {
+	if r.Rollout != nil {
+		fmt.Fprintf(e.stdout, "rollout: %s\n", r.Rollout.Summary())
+	}
 }

@@ -29,6 +29,9 @@ type options struct {
 	drainStall       time.Duration
 	drainDelay       time.Duration
 	maxDraining      int
+	watch            time.Duration
+	watchCheck       string
+	canary           string
 	shutdownAtFlip   bool
 	restartOnFailure bool
 	backlog          int
@@ -64,6 +67,9 @@ func newFlagSet(o *options, out io.Writer) *flag.FlagSet {
 	durationVar(fs, &o.drainStall, "drain-stall", 500*time.Millisecond)
 	durationVar(fs, &o.drainDelay, "drain-delay", 0)
 	fs.IntVar(&o.maxDraining, "max-draining", 4, "")
+	durationVar(fs, &o.watch, "watch", 0)
+	fs.StringVar(&o.watchCheck, "watch-check", "", "")
+	fs.StringVar(&o.canary, "canary", "", "")
 	fs.BoolVar(&o.shutdownAtFlip, "shutdown-at-flip", false, "")
 	fs.BoolVar(&o.restartOnFailure, "restart-on-failure", false, "")
 	fs.IntVar(&o.backlog, "backlog", 4096, "")
@@ -282,6 +288,19 @@ Flags (each also from the environment variable in brackets):
                              http.server (try 1s)  [RPWRAP_DRAIN_DELAY]
   --max-draining N           how many replaced generations may drain at once (default 4); a
                              restart that would exceed it stops the oldest draining one first  [RPWRAP_MAX_DRAINING]
+  --watch DURATION           after the flip, keep the old generation running, deselected and not
+                             told to stop, for DURATION (default 0: it drains at once); when the
+                             new one exits or fails --watch-check meanwhile, rpwrap flips back to
+                             the old one and retires the new one (ctl restart then fails with the
+                             reason)  [RPWRAP_WATCH]
+  --watch-check CHECK        repeated every second during --watch and --canary: accept, http:PATH
+                             or exec:CMD (as --ready); a failure rolls back  [RPWRAP_WATCH_CHECK]
+  --canary PCT:DURATION[,PCT:DURATION...]   before the flip, send about PCT% of new
+                             connections (by a hash of the client's address and port) to the new
+                             generation for DURATION, stage after stage (e.g. 5%:1m,50%:5m); then
+                             the flip and --watch. An exit or a failed --watch-check aborts: every
+                             new connection back to the old one. Needs the eBPF selector
+                             (--selector ebpf)  [RPWRAP_CANARY]
   --shutdown-at-flip         shutdown(2) the old sockets right at the flip instead of after the
                              drain (default off: servers log errors when accept() fails)  [RPWRAP_SHUTDOWN_AT_FLIP]
   --restart-on-failure       when the serving generation dies, start a new one on the same

@@ -78,7 +78,7 @@ func wrapConfig(e env, o *options, cmd []string, log *slog.Logger) (supervisor.C
 		DrainTimeout: o.drainTimeout, DrainStall: o.drainStall, ShutdownAtFlip: o.shutdownAtFlip,
 		RestartOnFailure: o.restartOnFailure, Log: log, Version: version,
 		MaxDraining: o.maxDraining, DrainDelay: o.drainDelay,
-		StopDelay: o.stopDelay, HealthAddr: o.health,
+		StopDelay: o.stopDelay, HealthAddr: o.health, Watch: o.watch,
 	}
 	if err := checkBacklog(o.backlog, log); err != nil {
 		return fail(2, "%v", err)
@@ -88,6 +88,12 @@ func wrapConfig(e env, o *options, cmd []string, log *slog.Logger) (supervisor.C
 	}
 	var err error
 	if cfg.Ready, err = supervisor.ParseReady(o.ready); err != nil {
+		return fail(2, "%v", err)
+	}
+	if cfg.WatchCheck, err = supervisor.ParseWatchCheck(o.watchCheck); err != nil {
+		return fail(2, "%v", err)
+	}
+	if cfg.Canary, err = supervisor.ParseCanary(o.canary); err != nil {
 		return fail(2, "%v", err)
 	}
 	sig, ok := supervisor.ParseSignal(o.stopSignal)

@@ -38,9 +38,13 @@ const (
 //
 // It returns SK_PASS in every case, never SK_DROP: when no slot holds a
 // live socket, the kernel picks by hash.
-func selectorProgram(sockets, active, probes int) asm.Instructions {
+//
+// A UDP group that keeps flows runs flows, the flow routes (flows.go),
+// between steps 1 and 2.
+func selectorProgram(sockets, active, probes int, flows asm.Instructions) asm.Instructions {
 	insns := asm.Instructions{asm.Mov.Reg(asm.R6, asm.R1)}
-	insns = append(insns, probeRoute(sockets, probes)...)
+	insns = append(insns, probeRoute(sockets, probes, firstSymbol(flows, "active"))...)
+	insns = append(insns, flows...)
 	insns = append(insns, activeRoute(sockets, active)...)
 	insns = append(insns, scanRoute(sockets)...)
 	return append(insns,
@@ -49,14 +53,15 @@ func selectorProgram(sockets, active, probes int) asm.Instructions {
 	)
 }
 
-// probeRoute looks the source port up in the probes map.
-func probeRoute(sockets, probes int) asm.Instructions {
+// probeRoute looks the source port up in the probes map; a datagram or
+// connection that is not a probe goes on to the label next.
+func probeRoute(sockets, probes int, next string) asm.Instructions {
 	insns := asm.Instructions{
 		asm.LoadMem(asm.R2, asm.R6, mdData, asm.DWord),
 		asm.LoadMem(asm.R3, asm.R6, mdDataEnd, asm.DWord),
 		asm.Mov.Reg(asm.R4, asm.R2),
 		asm.Add.Imm(asm.R4, 2),
-		asm.JGT.Reg(asm.R4, asm.R3, "active"),
+		asm.JGT.Reg(asm.R4, asm.R3, next),
 		asm.LoadMem(asm.R4, asm.R2, 0, asm.Half),
 		asm.HostTo(asm.BE, asm.R4, asm.Half),
 		asm.StoreMem(asm.RFP, stackKey, asm.R4, asm.Word),
@@ -64,10 +69,19 @@ func probeRoute(sockets, probes int) asm.Instructions {
 		asm.Mov.Reg(asm.R2, asm.RFP),
 		asm.Add.Imm(asm.R2, stackKey),
 		asm.FnMapLookupElem.Call(),
-		asm.JEq.Imm(asm.R0, 0, "active"),
+		asm.JEq.Imm(asm.R0, 0, next),
 		asm.LoadMem(asm.R7, asm.R0, 0, asm.Word),
 	}
 	return append(insns, selectSlot(sockets, asm.R7)...)
+}
+
+// firstSymbol returns the label of the first of insns, or def when insns
+// is empty.
+func firstSymbol(insns asm.Instructions, def string) string {
+	if len(insns) == 0 {
+		return def
+	}
+	return insns[0].Symbol()
 }
 
 // activeRoute selects the active slot.

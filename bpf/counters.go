@@ -21,12 +21,13 @@ const (
 	routeActive               // the active map
 	routeScan                 // the scan of every slot, when the active one is empty
 	routeCanary               // the canary's share of new connections (canary.go)
+	routeFlow                 // a datagram of a UDP flow the flow table, or its QUIC connection ID, placed before (flows.go)
 	routeMigrate              // a request migrating out of a closing listener, whatever route picked it
 	numRoutes
 )
 
 // stackCounter is the u32 key of the counters map on the program's stack.
-const stackCounter = -20
+const stackCounter = -12
 
 // label is the instruction that counts a selection made by r.
 func (r route) label() string { return fmt.Sprintf("ctr_route_%d", r) }
@@ -42,16 +43,17 @@ type Counts struct {
 	Active   uint64 `json:"active"`   // the active slot
 	Scan     uint64 `json:"scan"`     // fallback: the active slot was empty, the first live one was taken
 	Canary   uint64 `json:"canary"`   // the canary's share, while a canary runs
+	Flow     uint64 `json:"flow"`     // UDP: datagrams of flows the slot already held
 	Migrated uint64 `json:"migrated"` // requests handed over from a closing listener
 }
 
 // Steered is every new connection or datagram the slot was given: Probe,
-// Active, Scan and Canary, not Migrated.
-func (c Counts) Steered() uint64 { return c.Probe + c.Active + c.Scan + c.Canary }
+// Active, Scan, Canary and Flow, not Migrated.
+func (c Counts) Steered() uint64 { return c.Probe + c.Active + c.Scan + c.Canary + c.Flow }
 
 // Add returns the sum of c and d.
 func (c Counts) Add(d Counts) Counts {
-	return Counts{c.Probe + d.Probe, c.Active + d.Active, c.Scan + d.Scan, c.Canary + d.Canary, c.Migrated + d.Migrated}
+	return Counts{c.Probe + d.Probe, c.Active + d.Active, c.Scan + d.Scan, c.Canary + d.Canary, c.Flow + d.Flow, c.Migrated + d.Migrated}
 }
 
 // ErrNoCounters is wrapped by Counters for a cBPF selector: a classic
@@ -101,7 +103,7 @@ func (s *ebpfSelector) countsLocked(slot Slot) (Counts, error) {
 			sums[r] += v
 		}
 	}
-	return Counts{Probe: sums[routeProbe], Active: sums[routeActive], Scan: sums[routeScan], Canary: sums[routeCanary], Migrated: sums[routeMigrate]}, nil
+	return Counts{Probe: sums[routeProbe], Active: sums[routeActive], Scan: sums[routeScan], Canary: sums[routeCanary], Flow: sums[routeFlow], Migrated: sums[routeMigrate]}, nil
 }
 
 // resetCountersLocked zeroes a slot's entries before a socket takes it, so
@@ -135,12 +137,12 @@ func newCounters() (*ebpf.Map, error) {
 // from stackSlot, then returns SK_PASS. A migrating request (migrating_sk
 // set) counts under routeMigrate. With counters < 0 (no map) every label
 // just jumps to "pass"; that program is the baseline of the counters'
-// benchmark.
-func countRoutes(counters int) asm.Instructions {
+// benchmark. Only the labels in used are emitted.
+func countRoutes(counters int, used map[string]bool) asm.Instructions {
 	var insns asm.Instructions
 	for r := range numRoutes {
-		if r == routeMigrate {
-			continue // set in ctr_add, no selectSlot jumps to it
+		if r == routeMigrate || !used[r.label()] {
+			continue // set in ctr_add, or a route this program does not have (the verifier refuses unreachable code)
 		}
 		if counters < 0 {
 			insns = append(insns, asm.Ja.Label("pass").WithSymbol(r.label()))

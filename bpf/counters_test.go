@@ -173,7 +173,7 @@ func replaceProgram(tb testing.TB, s *ebpfSelector, l *net.TCPListener, counters
 	tb.Helper()
 	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{
 		Name: "rpwrap_select", Type: ebpf.SkReuseport, AttachType: ebpf.AttachSkReuseportSelectOrMigrate,
-		Instructions: selectorProgram(s.sockets.FD(), s.active.FD(), s.probes.FD(), s.canary.FD(), counters),
+		Instructions: selectorProgram(s.sockets.FD(), s.active.FD(), s.probes.FD(), s.canary.FD(), counters, nil),
 		License:      "Dual MIT/GPL",
 	})
 	if err != nil {

@@ -22,6 +22,7 @@ type ebpfSelector struct {
 	counters *ebpf.Map // PERCPU_ARRAY: slot*numRoutes+route -> selections (counters.go)
 	canary   *ebpf.Map // ARRAY, one entry: the canary slot, its weight and counts (canary.go)
 	prog     *ebpf.Program
+	flow     flowMaps // UDP flow table and QUIC server ids; none for TCP or flows off
 }
 
 // Supported reports why the EBPF flavour cannot be used here, or nil if it
@@ -51,8 +52,11 @@ var supported = sync.OnceValue(func() error {
 	return prog.Close()
 })
 
-func newEBPF(first syscall.Conn, group sockInfo) (_ Selector, err error) {
+func newEBPF(first syscall.Conn, group sockInfo, flows FlowMode) (_ Selector, err error) {
 	s := &ebpfSelector{slots: slots{group: group, conns: map[Slot]syscall.Conn{}}}
+	if group.proto == unix.IPPROTO_UDP {
+		s.flow.mode = flows
+	}
 	defer func() {
 		if err != nil {
 			s.free()
@@ -90,12 +94,16 @@ func (s *ebpfSelector) load() (err error) {
 	if s.counters, err = newCounters(); err != nil {
 		return err
 	}
+	if err := s.flow.load(); err != nil {
+		return err
+	}
 	s.prog, err = ebpf.NewProgram(&ebpf.ProgramSpec{
-		Name:         "rpwrap_select",
-		Type:         ebpf.SkReuseport,
-		AttachType:   ebpf.AttachSkReuseportSelectOrMigrate,
-		Instructions: selectorProgram(s.sockets.FD(), s.active.FD(), s.probes.FD(), s.canary.FD(), s.counters.FD()),
-		License:      "Dual MIT/GPL",
+		Name:       "rpwrap_select",
+		Type:       ebpf.SkReuseport,
+		AttachType: ebpf.AttachSkReuseportSelectOrMigrate,
+		Instructions: selectorProgram(s.sockets.FD(), s.active.FD(), s.probes.FD(), s.canary.FD(), s.counters.FD(),
+			s.flow.route(s.sockets.FD(), s.active.FD())),
+		License: "Dual MIT/GPL",
 	})
 	if err != nil {
 		return fmt.Errorf("load SK_REUSEPORT program: %w", err)
@@ -113,7 +121,7 @@ func newMap(name string, t ebpf.MapType, valueSize, entries uint32) (*ebpf.Map, 
 
 // free closes whatever load created; Close of a nil object is a no-op.
 func (s *ebpfSelector) free() error {
-	return errors.Join(s.prog.Close(), s.counters.Close(), s.canary.Close(), s.probes.Close(), s.active.Close(), s.sockets.Close())
+	return errors.Join(s.prog.Close(), s.flow.free(), s.counters.Close(), s.canary.Close(), s.probes.Close(), s.active.Close(), s.sockets.Close())
 }
 
 func (s *ebpfSelector) Flavour() Flavour { return EBPF }
@@ -176,6 +184,9 @@ func (s *ebpfSelector) Remove(slot Slot) error {
 	// The kernel empties the slot when the socket's last reference goes;
 	// delete it anyway for a socket that is still open.
 	if err := s.sockets.Delete(uint32(slot)); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return fmt.Errorf("remove slot %d of reuseport group %s: %w", slot, s.group, err)
+	}
+	if err := s.forgetFlowsLocked(slot); err != nil {
 		return fmt.Errorf("remove slot %d of reuseport group %s: %w", slot, s.group, err)
 	}
 	delete(s.conns, slot)

@@ -41,21 +41,41 @@ const (
 // It returns SK_PASS in every case, never SK_DROP: when no slot holds a
 // live socket, the kernel picks by hash.
 //
-// A selection made by a route is counted in counters (see countRoutes).
-func selectorProgram(sockets, active, probes, canary, counters int) asm.Instructions {
+// A UDP group that keeps flows runs flows, the flow routes (flows.go),
+// between steps 1 and 2, and a canary (canary.go) takes its share of new
+// connections there too. A selection made by a route is counted in
+// counters (see countRoutes).
+func selectorProgram(sockets, active, probes, canary, counters int, flows asm.Instructions) asm.Instructions {
 	insns := asm.Instructions{asm.Mov.Reg(asm.R6, asm.R1)}
 	insns = append(insns, probeRoute(sockets, probes)...)
-	insns = append(insns, canaryRoute(sockets, canary)...)
+	insns = append(insns, flows...)
+	if len(flows) == 0 {
+		// The flow routes place every new flow on the active slot
+		// themselves: a group that keeps flows has no canary split.
+		insns = append(insns, canaryRoute(sockets, canary)...)
+	}
 	insns = append(insns, activeRoute(sockets, active)...)
 	insns = append(insns, scanRoute(sockets)...)
 	insns = append(insns,
 		asm.Mov.Imm(asm.R0, skPass).WithSymbol("pass"),
 		asm.Return(),
 	)
-	return append(insns, countRoutes(counters)...)
+	return append(insns, countRoutes(counters, references(insns))...)
 }
 
-// probeRoute looks the source port up in the probes map.
+// references returns the labels that the jumps of insns name.
+func references(insns asm.Instructions) map[string]bool {
+	refs := map[string]bool{}
+	for _, ins := range insns {
+		if r := ins.Reference(); r != "" {
+			refs[r] = true
+		}
+	}
+	return refs
+}
+
+// probeRoute looks the source port up in the probes map; a datagram or
+// connection that is not a probe goes on to the routes that follow.
 func probeRoute(sockets, probes int) asm.Instructions {
 	insns := asm.Instructions{
 		asm.LoadMem(asm.R2, asm.R6, mdData, asm.DWord),

@@ -91,6 +91,19 @@ type Selector interface {
 // New fails when first is not a socket it can steer (see Selector.Add) or
 // when the kernel refuses the program; nothing is left attached then.
 func New(first syscall.Conn, f Flavour) (Selector, error) {
+	return NewWithFlows(first, f, FlowsOff)
+}
+
+// NewWithFlows is New with a flow mode for UDP groups: with the EBPF
+// flavour the program keeps each flow on the socket that received its
+// first datagram (FlowsTuple, FlowsQUIC). A TCP group ignores the mode (the
+// kernel keeps a connection with its socket), and so does a CBPF selector,
+// which cannot keep state: it steers every datagram to the active socket,
+// like FlowsOff. It fails like New, and on a mode ParseFlowMode refuses.
+func NewWithFlows(first syscall.Conn, f Flavour, flows FlowMode) (Selector, error) {
+	if _, err := ParseFlowMode(string(flows)); err != nil {
+		return nil, fmt.Errorf("create reuseport selector: %w", err)
+	}
 	info, err := inspect(first)
 	if err != nil {
 		return nil, fmt.Errorf("create reuseport selector: %w", err)
@@ -100,12 +113,12 @@ func New(first syscall.Conn, f Flavour) (Selector, error) {
 		if Supported() != nil {
 			return newCBPF(first, info)
 		}
-		return newEBPF(first, info)
+		return newEBPF(first, info, flows)
 	case EBPF:
 		if err := Supported(); err != nil {
 			return nil, fmt.Errorf("create eBPF reuseport selector on %s: %w", info, err)
 		}
-		return newEBPF(first, info)
+		return newEBPF(first, info, flows)
 	case CBPF:
 		return newCBPF(first, info)
 	}

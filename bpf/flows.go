@@ -1,0 +1,259 @@
+//go:build linux
+
+package bpf
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
+)
+
+// FlowMode says how the eBPF selector of a UDP group keeps datagrams of one
+// flow on one socket.
+type FlowMode string
+
+const (
+	// FlowsOff steers every datagram to the active slot: at the flip,
+	// every flow moves to the new socket.
+	FlowsOff FlowMode = "off"
+	// FlowsTuple keeps a flow (source and destination address and port)
+	// on the slot that received its first datagram while that slot holds
+	// a live socket; new flows go to the active slot.
+	FlowsTuple FlowMode = "tuple"
+	// FlowsQUIC is FlowsTuple plus QUIC connection IDs: a short-header
+	// packet (and a Handshake packet) whose destination connection ID
+	// carries a server id set with SetServerID goes to that server's slot,
+	// whatever its addresses, so a client that migrates or is rebound by a
+	// NAT keeps its generation.
+	FlowsQUIC FlowMode = "quic"
+)
+
+// ParseFlowMode checks a mode name: off, tuple or quic.
+func ParseFlowMode(s string) (FlowMode, error) {
+	switch m := FlowMode(s); m {
+	case FlowsOff, FlowsTuple, FlowsQUIC:
+		return m, nil
+	}
+	return "", fmt.Errorf("unknown UDP flow mode %q (want tuple, quic or off)", s)
+}
+
+// MaxFlows is how many flows the flow table of one UDP group remembers.
+// It is an LRU hash: when it is full, placing a new flow evicts the least
+// recently used one, whose next datagram is then placed as a new flow (on
+// the active slot). At about 100 bytes of kernel memory an entry, a full
+// table takes some 6.5 MB.
+const MaxFlows = 65536
+
+// flowKeySize is the flow table's key: the UDP header's source and
+// destination ports as they are on the wire, the IP version (4 or 6), and
+// the source and destination addresses (IPv4: 8 bytes, then 24 zeros;
+// IPv6: 32 bytes).
+const flowKeySize = 40
+
+// Stack of the flow route, below the slots the other routes use.
+const (
+	flowKey = -56 // flowKeySize bytes: -56 .. -17
+	flowVal = -64 // u32 slot written to the flow table
+)
+
+// mdEthProtocol is struct sk_reuseport_md's eth_protocol (skb->protocol,
+// network byte order).
+const mdEthProtocol = 20
+
+// bpfHdrStartNet is BPF_HDR_START_NET for bpf_skb_load_bytes_relative.
+const bpfHdrStartNet = 1
+
+// The EtherTypes as eth_protocol holds them: in network byte order in a
+// u32 read on this host.
+var (
+	ethIPv4 = int32(binary.NativeEndian.Uint16([]byte{0x08, 0x00}))
+	ethIPv6 = int32(binary.NativeEndian.Uint16([]byte{0x86, 0xdd}))
+)
+
+// flowMaps are the maps of the flow routes; a selector without flows has
+// none (fds < 0).
+type flowMaps struct {
+	mode    FlowMode
+	flows   *ebpf.Map // LRU_HASH: flow key -> slot
+	servers *ebpf.Map // HASH: QUIC server id -> slot (quic mode only)
+}
+
+func (f *flowMaps) load() (err error) {
+	if f.mode == FlowsOff || f.mode == "" {
+		return nil
+	}
+	f.flows, err = ebpf.NewMap(&ebpf.MapSpec{Name: "rpwrap_flows", Type: ebpf.LRUHash, KeySize: flowKeySize, ValueSize: 4, MaxEntries: MaxFlows})
+	if err != nil {
+		return fmt.Errorf("create LRU hash map rpwrap_flows: %w", err)
+	}
+	if f.mode == FlowsQUIC {
+		if f.servers, err = newMap("rpwrap_quic_ids", ebpf.Hash, 4, MaxSlots); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (f *flowMaps) free() error {
+	return errors.Join(f.flows.Close(), f.servers.Close())
+}
+
+// route returns the flow routes of the program, to run before the active
+// route; none when flows are off.
+func (f *flowMaps) route(sockets, active int) asm.Instructions {
+	if f.flows == nil {
+		return nil
+	}
+	var insns asm.Instructions
+	if f.servers != nil {
+		insns = quicRoute(sockets, f.servers.FD())
+	}
+	return append(insns, tupleRoute(sockets, active, f.flows.FD())...)
+}
+
+// tupleRoute looks the datagram's flow up in the flow table and selects the
+// slot found there. A flow it does not know, or whose slot holds no live
+// socket any more, it places on the active slot and writes to the table;
+// when that fails too it leaves the datagram to the routes after it.
+func tupleRoute(sockets, active, flows int) asm.Instructions {
+	insns := asm.Instructions{
+		asm.LoadMem(asm.R2, asm.R6, mdData, asm.DWord).WithSymbol("flow_tuple"),
+		asm.LoadMem(asm.R3, asm.R6, mdDataEnd, asm.DWord),
+		asm.Mov.Reg(asm.R4, asm.R2),
+		asm.Add.Imm(asm.R4, 4),
+		asm.JGT.Reg(asm.R4, asm.R3, "active"),
+		asm.LoadMem(asm.R4, asm.R2, 0, asm.Word), // both ports
+		asm.StoreMem(asm.RFP, flowKey, asm.R4, asm.Word),
+		asm.LoadMem(asm.R4, asm.R6, mdEthProtocol, asm.Word),
+		asm.JEq.Imm(asm.R4, ethIPv6, "flow_v6"),
+		asm.JNE.Imm(asm.R4, ethIPv4, "active"),
+		asm.StoreImm(asm.RFP, flowKey+4, 4, asm.Word),
+		asm.Mov.Imm(asm.R4, 0),
+		asm.StoreMem(asm.RFP, flowKey+16, asm.R4, asm.DWord),
+		asm.StoreMem(asm.RFP, flowKey+24, asm.R4, asm.DWord),
+		asm.StoreMem(asm.RFP, flowKey+32, asm.R4, asm.DWord),
+	}
+	insns = append(insns, loadNet(12, flowKey+8, 8)...) // saddr, daddr
+	insns = append(insns,
+		asm.JNE.Imm(asm.R0, 0, "active"),
+		asm.Ja.Label("flow_lookup"),
+		asm.StoreImm(asm.RFP, flowKey+4, 6, asm.Word).WithSymbol("flow_v6"),
+	)
+	insns = append(insns, loadNet(8, flowKey+8, 32)...)
+	insns = append(insns,
+		asm.JNE.Imm(asm.R0, 0, "active"),
+		asm.LoadMapPtr(asm.R1, flows).WithSymbol("flow_lookup"),
+		asm.Mov.Reg(asm.R2, asm.RFP),
+		asm.Add.Imm(asm.R2, flowKey),
+		asm.FnMapLookupElem.Call(),
+		asm.JEq.Imm(asm.R0, 0, "flow_new"),
+		asm.LoadMem(asm.R7, asm.R0, 0, asm.Word),
+	)
+	insns = append(insns, selectSlot(sockets, asm.R7, routeFlow)...)
+	return append(insns, placeFlow(sockets, active, flows)...)
+}
+
+// placeFlow writes the active slot to the flow table under the key on the
+// stack and selects it; if it holds no live socket, it deletes the entry
+// again and goes on to the active route. The entry is written before the
+// selection so that it names the very slot the datagram went to, even if
+// a flip happens in between.
+func placeFlow(sockets, active, flows int) asm.Instructions {
+	insns := asm.Instructions{
+		asm.StoreImm(asm.RFP, stackKey, 0, asm.Word).WithSymbol("flow_new"),
+		asm.LoadMapPtr(asm.R1, active),
+		asm.Mov.Reg(asm.R2, asm.RFP),
+		asm.Add.Imm(asm.R2, stackKey),
+		asm.FnMapLookupElem.Call(),
+		asm.JEq.Imm(asm.R0, 0, "active"),
+		asm.LoadMem(asm.R7, asm.R0, 0, asm.Word),
+		asm.StoreMem(asm.RFP, flowVal, asm.R7, asm.Word),
+		asm.LoadMapPtr(asm.R1, flows),
+		asm.Mov.Reg(asm.R2, asm.RFP),
+		asm.Add.Imm(asm.R2, flowKey),
+		asm.Mov.Reg(asm.R3, asm.RFP),
+		asm.Add.Imm(asm.R3, flowVal),
+		asm.Mov.Imm(asm.R4, 0), // BPF_ANY
+		asm.FnMapUpdateElem.Call(),
+	}
+	insns = append(insns, selectSlot(sockets, asm.R7, routeActive)...)
+	return append(insns,
+		asm.LoadMapPtr(asm.R1, flows),
+		asm.Mov.Reg(asm.R2, asm.RFP),
+		asm.Add.Imm(asm.R2, flowKey),
+		asm.FnMapDeleteElem.Call(),
+		asm.Ja.Label("active"),
+	)
+}
+
+// loadNet calls bpf_skb_load_bytes_relative(ctx, off, fp+to, n,
+// BPF_HDR_START_NET): n bytes of the IP header from offset off.
+func loadNet(off, to, n int32) asm.Instructions {
+	return asm.Instructions{
+		asm.Mov.Reg(asm.R1, asm.R6),
+		asm.Mov.Imm(asm.R2, off),
+		asm.Mov.Reg(asm.R3, asm.RFP),
+		asm.Add.Imm(asm.R3, to),
+		asm.Mov.Imm(asm.R4, n),
+		asm.Mov.Imm(asm.R5, bpfHdrStartNet),
+		asm.FnSkbLoadBytesRelative.Call(),
+	}
+}
+
+// FlowCounts returns how many flows the flow table of sel's group holds
+// for each slot. ok is false when the selector keeps no flows (cBPF, a TCP
+// group, flows off) or is closed.
+func FlowCounts(sel Selector) (counts map[Slot]int, ok bool) {
+	f, is := sel.(interface{ flowCounts() (map[Slot]int, bool) })
+	if !is {
+		return nil, false
+	}
+	return f.flowCounts()
+}
+
+func (s *ebpfSelector) flowCounts() (map[Slot]int, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed || s.flow.flows == nil {
+		return nil, false
+	}
+	counts := map[Slot]int{}
+	var k [flowKeySize]byte
+	var v uint32
+	it := s.flow.flows.Iterate()
+	for it.Next(&k, &v) {
+		counts[Slot(v)]++
+	}
+	return counts, it.Err() == nil
+}
+
+// forgetFlowsLocked deletes the flows of slot from the flow table, so that
+// a socket that takes the slot later does not inherit them. A datagram of
+// such a flow that comes meanwhile finds the slot empty and is placed as a
+// new flow.
+func (s *ebpfSelector) forgetFlowsLocked(slot Slot) error {
+	if s.flow.flows == nil {
+		return nil
+	}
+	var keys [][flowKeySize]byte
+	var k [flowKeySize]byte
+	var v uint32
+	it := s.flow.flows.Iterate()
+	for it.Next(&k, &v) {
+		if Slot(v) == slot {
+			keys = append(keys, k)
+		}
+	}
+	if err := it.Err(); err != nil {
+		return fmt.Errorf("read flow table: %w", err)
+	}
+	for _, k := range keys {
+		if err := s.flow.flows.Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return fmt.Errorf("delete flow of slot %d: %w", slot, err)
+		}
+	}
+	return nil
+}

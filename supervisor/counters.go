@@ -3,6 +3,8 @@
 package supervisor
 
 import (
+	"slices"
+
 	"github.com/rpwrap/rpwrap/bpf"
 	"github.com/rpwrap/rpwrap/fdpass"
 	"github.com/rpwrap/rpwrap/internal/procfs"
@@ -160,5 +162,52 @@ func established(pid int, groups []*group) []int {
 			}
 		}
 	}
+	return out
+}
+
+// GenerationCounts is what the eBPF selector gave one generation, per
+// listener in --listen order; a listener with no count (the generation
+// never had a socket there) is left zero.
+type GenerationCounts struct {
+	Generation int          `json:"generation"`
+	Selected   []bpf.Counts `json:"selected"`
+}
+
+// steeredByGeneration collects the counts of the generations that let go
+// of their sockets (the last finishedSize) and of the live ones gens, by
+// generation number in ascending order; nil under cBPF.
+func (s *Supervisor) steeredByGeneration(gens []*generation) []GenerationCounts {
+	if s.Flavour() != bpf.EBPF {
+		return nil
+	}
+	byGen := map[int]*GenerationCounts{}
+	at := func(n int) *GenerationCounts {
+		if byGen[n] == nil {
+			byGen[n] = &GenerationCounts{Generation: n, Selected: make([]bpf.Counts, len(s.groups))}
+		}
+		return byGen[n]
+	}
+	s.mu.Lock()
+	for _, f := range s.finished {
+		for i := range f.counts {
+			if f.ok[i] {
+				at(f.n).Selected[i] = f.counts[i]
+			}
+		}
+	}
+	s.mu.Unlock()
+	live := s.liveCounts()
+	for _, g := range gens {
+		for i := range g.listeners {
+			if c, ok := s.countsOf(g, i, live); ok {
+				at(g.n).Selected[i] = c
+			}
+		}
+	}
+	out := make([]GenerationCounts, 0, len(byGen))
+	for _, gc := range byGen {
+		out = append(out, *gc)
+	}
+	slices.SortFunc(out, func(a, b GenerationCounts) int { return a.Generation - b.Generation })
 	return out
 }

@@ -14,7 +14,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
-	"github.com/rpwrap/rpwrap/bpf"
 	"github.com/rpwrap/rpwrap/fdpass"
 )
 
@@ -141,10 +140,6 @@ func (c *snapshotCollector) Collect(ch chan<- prometheus.Metric) {
 	for _, g := range gens {
 		byState[g.state]++
 	}
-	var finished []finishedCounts
-	for _, f := range s.finished {
-		finished = append(finished, *f)
-	}
 	s.mu.Unlock()
 	counter(descRestarts, uint64(restarts), "done")
 	counter(descRestarts, uint64(rolledBack), "rolled_back")
@@ -157,7 +152,7 @@ func (c *snapshotCollector) Collect(ch chan<- prometheus.Metric) {
 	for _, g := range gens {
 		c.queues(ch, g)
 	}
-	c.steered(ch, gens, finished)
+	c.steered(ch, gens)
 	if k := kernelCounters(); k != nil {
 		counter(descMigrate, k.TCPMigrateReqSuccess, "success")
 		counter(descMigrate, k.TCPMigrateReqFailure, "failure")
@@ -187,42 +182,20 @@ func (c *snapshotCollector) queues(ch chan<- prometheus.Metric, g *generation) {
 
 // steered reports the selector's counters of the live generations and of
 // those that let go of their sockets; nothing under cBPF.
-func (c *snapshotCollector) steered(ch chan<- prometheus.Metric, gens []*generation, finished []finishedCounts) {
+func (c *snapshotCollector) steered(ch chan<- prometheus.Metric, gens []*generation) {
 	s := c.s
-	if s.Flavour() != bpf.EBPF {
-		return
-	}
-	type key struct{ n, i int }
-	seen := map[key]bool{}
-	emit := func(n, i int, cn bpf.Counts) {
-		if seen[key{n, i}] {
-			return
-		}
-		seen[key{n, i}] = true
-		labels := []string{s.groups[i].spec.Name, strconv.Itoa(n)}
-		counter := func(d *prometheus.Desc, v uint64, extra ...string) {
-			ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), append(labels, extra...)...)
-		}
-		counter(descSteered, cn.Steered())
-		counter(descRoute, cn.Probe, "probe")
-		counter(descRoute, cn.Active, "active")
-		counter(descRoute, cn.Scan, "scan")
-		counter(descMigratedIn, cn.Migrated)
-		counter(descStray, cn.Stray)
-	}
-	for _, f := range finished {
-		for i := range f.counts {
-			if f.ok[i] {
-				emit(f.n, i, f.counts[i])
+	for _, gc := range s.steeredByGeneration(gens) {
+		for i, cn := range gc.Selected {
+			labels := []string{s.groups[i].spec.Name, strconv.Itoa(gc.Generation)}
+			counter := func(d *prometheus.Desc, v uint64, extra ...string) {
+				ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), append(labels, extra...)...)
 			}
-		}
-	}
-	live := s.liveCounts()
-	for _, g := range gens {
-		for i := range g.listeners {
-			if cn, ok := s.countsOf(g, i, live); ok {
-				emit(g.n, i, cn)
-			}
+			counter(descSteered, cn.Steered())
+			counter(descRoute, cn.Probe, "probe")
+			counter(descRoute, cn.Active, "active")
+			counter(descRoute, cn.Scan, "scan")
+			counter(descMigratedIn, cn.Migrated)
+			counter(descStray, cn.Stray)
 		}
 	}
 }

@@ -29,9 +29,11 @@ type Status struct {
 	LastFailed  *RestartResult     `json:"last_rollback,omitempty"` // the last restart rolled back, even if others worked since
 	History     []RestartResult    `json:"history,omitempty"`       // recent restarts, oldest first
 	Kernel      *KernelCounters    `json:"kernel,omitempty"`        // the network namespace's TcpExt counters
-	// CountersNote says, under cBPF, what cannot be counted (Selected is
-	// absent then).
-	CountersNote string `json:"counters_note,omitempty"`
+	// Steered is what the eBPF selector gave each generation, the live ones
+	// and the last 32 that let go of their sockets; absent under cBPF,
+	// where CountersNote says what cannot be counted.
+	Steered      []GenerationCounts `json:"steered,omitempty"`
+	CountersNote string             `json:"counters_note,omitempty"`
 }
 
 // GenerationStatus describes one live generation.
@@ -112,6 +114,7 @@ func (s *Supervisor) dataPath(st *Status, gens []*generation) {
 	if s.Flavour() == bpf.CBPF {
 		st.CountersNote = CountersUnavailable
 	}
+	st.Steered = s.steeredByGeneration(gens)
 	live := s.liveCounts()
 	for i, g := range gens {
 		gs := &st.Generations[i]
@@ -157,6 +160,9 @@ func (st Status) Write(w io.Writer) {
 	}
 	if st.CountersNote != "" {
 		fmt.Fprintf(w, "counters:  %s\n", st.CountersNote)
+	}
+	if len(st.Steered) > 0 {
+		fmt.Fprintf(w, "steered:   %s\n", steeredLine(st.Steered))
 	}
 	fmt.Fprintf(w, "\n%-4s %-8s %-9s %-25s %-12s %-25s %s\n", "GEN", "PID", "STATE", "STARTED", "AGE", "DEADLINE", "QUEUED")
 	for _, g := range st.Generations {
@@ -223,4 +229,20 @@ func (r *RestartResult) summary() string {
 		return s + fmt.Sprintf(", generation %d drained in %s", r.Predecessor, r.Drain.Round(time.Millisecond))
 	}
 	return s + fmt.Sprintf(", generation %d draining", r.Predecessor)
+}
+
+// steeredLine sums, per generation, the new connections or datagrams the
+// selector gave it over the listeners: "gen 1: 120, gen 2: 80 (200 in all)".
+func steeredLine(gcs []GenerationCounts) string {
+	var parts []string
+	var total uint64
+	for _, gc := range gcs {
+		var n uint64
+		for _, c := range gc.Selected {
+			n += c.Steered()
+		}
+		total += n
+		parts = append(parts, fmt.Sprintf("gen %d: %d", gc.Generation, n))
+	}
+	return fmt.Sprintf("%s (%d in all, probes included)", strings.Join(parts, ", "), total)
 }

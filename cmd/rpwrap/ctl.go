@@ -25,9 +25,13 @@ Commands:
             the background. A restart asked for during another one waits for
             it and runs next (ctl says so on stderr after a second).
             --wait  answer only once the old generation has drained too
-  status    rpwrap's pid, version, uptime and configuration; per generation
-            its pid, state, start time, age, accept-queue depth and the
-            server binary it was started from (device, inode, mtime)
+  status    rpwrap's pid, version, uptime and configuration; the last
+            restart and the last rollback with its reason; the kernel's
+            TcpExt counters (migrations, listen drops); per generation its
+            pid, state, start time, age, the server binary it was started
+            from (device, inode, mtime), and per listener its slot, queue
+            against backlog, established connections and (eBPF) the
+            connections the selector gave it, by route
   sockets   per listener and generation, the options of the socket rpwrap
             holds, read with getsockopt: SO_REUSEPORT, SO_REUSEADDR,
             IPV6_V6ONLY, TCP_DEFER_ACCEPT, TCP_FASTOPEN, backlog and queue

@@ -23,11 +23,20 @@ const (
 	routeCanary               // the canary's share of new connections (canary.go)
 	routeFlow                 // a datagram of a UDP flow the flow table, or its QUIC connection ID, placed before (flows.go)
 	routeMigrate              // a request migrating out of a closing listener, whatever route picked it
+	routeStray                // a TCP segment without SYN looked up against the listeners (see Counts.Stray)
 	numRoutes
 )
 
 // stackCounter is the u32 key of the counters map on the program's stack.
 const stackCounter = -12
+
+const (
+	mdIPProtocol = 24 // __u32 ip_protocol of struct sk_reuseport_md
+	ipprotoTCP   = 6  // IPPROTO_TCP
+	tcpFlagsOff  = 13 // the flags byte of the TCP header (RFC 9293)
+	tcpSYN       = 0x02
+	tcpACK       = 0x10
+)
 
 // label is the instruction that counts a selection made by r.
 func (r route) label() string { return fmt.Sprintf("ctr_route_%d", r) }
@@ -45,6 +54,12 @@ type Counts struct {
 	Canary   uint64 `json:"canary"`   // the canary's share, while a canary runs
 	Flow     uint64 `json:"flow"`     // UDP: datagrams of flows the slot already held
 	Migrated uint64 `json:"migrated"` // requests handed over from a closing listener
+	// Stray counts TCP segments other than a SYN that the kernel looked up
+	// against the listeners: a segment that races the handshake it belongs
+	// to (the kernel found neither the request nor the new connection for
+	// an instant) or arrives for a connection that is gone. They are no new
+	// connections, and not in Steered.
+	Stray uint64 `json:"stray"`
 }
 
 // Steered is every new connection or datagram the slot was given: Probe,
@@ -53,7 +68,7 @@ func (c Counts) Steered() uint64 { return c.Probe + c.Active + c.Scan + c.Canary
 
 // Add returns the sum of c and d.
 func (c Counts) Add(d Counts) Counts {
-	return Counts{c.Probe + d.Probe, c.Active + d.Active, c.Scan + d.Scan, c.Canary + d.Canary, c.Flow + d.Flow, c.Migrated + d.Migrated}
+	return Counts{c.Probe + d.Probe, c.Active + d.Active, c.Scan + d.Scan, c.Canary + d.Canary, c.Flow + d.Flow, c.Migrated + d.Migrated, c.Stray + d.Stray}
 }
 
 // ErrNoCounters is wrapped by Counters for a cBPF selector: a classic
@@ -103,7 +118,8 @@ func (s *ebpfSelector) countsLocked(slot Slot) (Counts, error) {
 			sums[r] += v
 		}
 	}
-	return Counts{Probe: sums[routeProbe], Active: sums[routeActive], Scan: sums[routeScan], Canary: sums[routeCanary], Flow: sums[routeFlow], Migrated: sums[routeMigrate]}, nil
+	return Counts{Probe: sums[routeProbe], Active: sums[routeActive], Scan: sums[routeScan], Canary: sums[routeCanary], Flow: sums[routeFlow],
+		Migrated: sums[routeMigrate], Stray: sums[routeStray]}, nil
 }
 
 // resetCountersLocked zeroes a slot's entries before a socket takes it, so
@@ -141,7 +157,7 @@ func newCounters() (*ebpf.Map, error) {
 func countRoutes(counters int, used map[string]bool) asm.Instructions {
 	var insns asm.Instructions
 	for r := range numRoutes {
-		if r == routeMigrate || !used[r.label()] {
+		if r == routeMigrate || r == routeStray || !used[r.label()] {
 			continue // set in ctr_add, or a route this program does not have (the verifier refuses unreachable code)
 		}
 		if counters < 0 {
@@ -158,8 +174,21 @@ func countRoutes(counters int, used map[string]bool) asm.Instructions {
 	}
 	return append(insns,
 		asm.LoadMem(asm.R2, asm.R6, mdMigratingSk, asm.DWord).WithSymbol("ctr_add"),
-		asm.JEq.Imm(asm.R2, 0, "ctr_key"),
+		asm.JEq.Imm(asm.R2, 0, "ctr_tcp"),
 		asm.Mov.Imm(asm.R1, int32(routeMigrate)),
+		asm.Ja.Label("ctr_key"),
+		// TCP: only a SYN without ACK is a new connection.
+		asm.LoadMem(asm.R2, asm.R6, mdIPProtocol, asm.Word).WithSymbol("ctr_tcp"),
+		asm.JNE.Imm(asm.R2, ipprotoTCP, "ctr_key"),
+		asm.LoadMem(asm.R2, asm.R6, mdData, asm.DWord),
+		asm.LoadMem(asm.R3, asm.R6, mdDataEnd, asm.DWord),
+		asm.Mov.Reg(asm.R4, asm.R2),
+		asm.Add.Imm(asm.R4, tcpFlagsOff+1),
+		asm.JGT.Reg(asm.R4, asm.R3, "ctr_stray"),
+		asm.LoadMem(asm.R4, asm.R2, tcpFlagsOff, asm.Byte),
+		asm.And.Imm(asm.R4, tcpSYN|tcpACK),
+		asm.JEq.Imm(asm.R4, tcpSYN, "ctr_key"),
+		asm.Mov.Imm(asm.R1, int32(routeStray)).WithSymbol("ctr_stray"),
 		asm.LoadMem(asm.R2, asm.RFP, stackSlot, asm.Word).WithSymbol("ctr_key"),
 		asm.Mul.Imm(asm.R2, int32(numRoutes)),
 		asm.Add.Reg(asm.R2, asm.R1),

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net"
 	"testing"
+	"time"
 
 	"github.com/cilium/ebpf"
 	"golang.org/x/sys/unix"
@@ -135,41 +136,88 @@ func TestClassicSelectorHasNoCounters(t *testing.T) {
 }
 
 // BenchmarkConnectionCounters measures one connection (connect, accept,
-// one byte, close) through the eBPF selector, with the program as rpwrap
-// loads it and with the same program built without counters.
+// one byte, close) through the eBPF selector with the program as rpwrap
+// loads it and with the same program built without counters, alternating
+// between two groups connection by connection so that both see the same
+// machine. It reports the wall time of a connection of each and, from the
+// kernel's BPF statistics (BPF_ENABLE_STATS, for this benchmark only), the
+// time one run of each program takes.
 func BenchmarkConnectionCounters(b *testing.B) {
 	testutil.RequireRoot(b)
-	for _, withCounters := range []bool{false, true} {
-		name := "without"
-		if withCounters {
-			name = "with"
-		}
-		b.Run(name, func(b *testing.B) {
-			la := listenTCP(b, "tcp4", "127.0.0.1:0")
-			lb := listenTCP(b, "tcp4", la.Addr().String())
-			sel := newSelector(b, la, EBPF)
-			activate(b, sel, add(b, sel, lb))
-			if !withCounters {
-				replaceProgram(b, sel.(*ebpfSelector), la, -1)
-			}
-			serve(b, la, 'A')
-			serve(b, lb, 'B')
-			for b.Loop() {
-				if o := dial(la.Addr().String(), nil); o.err != nil || o.reset || o.id != 'B' {
-					b.Fatalf("connection failed or misrouted: %+v", o)
-				}
-			}
-			b.StopTimer()
-			if c := counts(b, sel)[sel.Active()]; withCounters && c.Active == 0 || !withCounters && c.Active != 0 {
-				b.Fatalf("counts %+v with counters %v", c, withCounters)
-			}
-		})
+	stats, err := ebpf.EnableStats(uint32(unix.BPF_STATS_RUN_TIME))
+	if err != nil {
+		b.Fatalf("enable BPF run time statistics: %v", err)
 	}
+	defer stats.Close()
+	type side struct {
+		addr string
+		prog *ebpf.Program
+		sel  Selector
+		wall time.Duration
+	}
+	setup := func(withCounters bool) *side {
+		la := listenTCP(b, "tcp4", "127.0.0.1:0")
+		lb := listenTCP(b, "tcp4", la.Addr().String())
+		sel := newSelector(b, la, EBPF)
+		activate(b, sel, add(b, sel, lb))
+		s := &side{addr: la.Addr().String(), prog: sel.(*ebpfSelector).prog, sel: sel}
+		if !withCounters {
+			s.prog = replaceProgram(b, sel.(*ebpfSelector), la, -1)
+		}
+		serve(b, la, 'A')
+		serve(b, lb, 'B')
+		return s
+	}
+	without, with := setup(false), setup(true)
+	before := map[*side]*ebpf.ProgramStats{}
+	for _, s := range []*side{without, with} {
+		st, err := s.prog.Stats()
+		if err != nil {
+			b.Fatal(err)
+		}
+		before[s] = st
+	}
+	n := 0
+	for b.Loop() {
+		order := []*side{without, with}
+		if n%2 == 1 {
+			order[0], order[1] = with, without
+		}
+		for _, s := range order {
+			t := time.Now()
+			if o := dial(s.addr, nil); o.err != nil || o.reset || o.id != 'B' {
+				b.Fatalf("connection failed or misrouted: %+v", o)
+			}
+			s.wall += time.Since(t)
+		}
+		n++
+	}
+	b.StopTimer()
+	for name, s := range map[string]*side{"without": without, "with": with} {
+		st, err := s.prog.Stats()
+		if err != nil {
+			b.Fatal(err)
+		}
+		runs := st.RunCount - before[s].RunCount
+		if runs < uint64(n) {
+			b.Fatalf("%s counters: the program ran %d times for %d connections", name, runs, n)
+		}
+		b.ReportMetric(float64(s.wall.Nanoseconds())/float64(n), name+"-ns/conn")
+		b.ReportMetric(float64((st.Runtime-before[s].Runtime).Nanoseconds())/float64(runs), name+"-prog-ns/run")
+	}
+	if c := counts(b, with.sel)[with.sel.Active()]; c.Active < uint64(n) {
+		b.Fatalf("with counters: %+v for %d connections", c, n)
+	}
+	if c := counts(b, without.sel)[without.sel.Active()]; c.Active != 0 {
+		b.Fatalf("without counters: %+v, want nothing counted", c)
+	}
+	b.ReportMetric(0, "ns/op")
 }
 
 // replaceProgram attaches to l's group the selector program built on s's
-// maps with the counters map fd given (-1: none).
-func replaceProgram(tb testing.TB, s *ebpfSelector, l *net.TCPListener, counters int) {
+// maps with the counters map fd given (-1: none), and returns it; it is
+// closed at the end of the benchmark.
+func replaceProgram(tb testing.TB, s *ebpfSelector, l *net.TCPListener, counters int) *ebpf.Program {
 	tb.Helper()
 	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{
 		Name: "rpwrap_select", Type: ebpf.SkReuseport, AttachType: ebpf.AttachSkReuseportSelectOrMigrate,
@@ -179,10 +227,11 @@ func replaceProgram(tb testing.TB, s *ebpfSelector, l *net.TCPListener, counters
 	if err != nil {
 		tb.Fatal(err)
 	}
-	defer prog.Close() // the group holds it once attached
+	tb.Cleanup(func() { prog.Close() })
 	if err := withFD(l, func(fd int) error {
 		return unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_ATTACH_REUSEPORT_EBPF, prog.FD())
 	}); err != nil {
 		tb.Fatal(err)
 	}
+	return prog
 }

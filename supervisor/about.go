@@ -43,7 +43,8 @@ type ConfigStatus struct {
 	RestartOnFailure bool     `json:"restart_on_failure"`
 	Control          string   `json:"control,omitempty"`
 	StopDelay        string   `json:"stop_delay"`
-	Health           string   `json:"health,omitempty"` // the health server's address, port resolved
+	Health           string   `json:"health,omitempty"`  // the health server's address, port resolved
+	Metrics          string   `json:"metrics,omitempty"` // the metrics endpoint's address, port resolved
 }
 
 // Binary identifies the server's executable as it was when a generation
@@ -96,7 +97,7 @@ func (s *Supervisor) about(now time.Time) (*Process, *ConfigStatus) {
 		StopTimeout: c.StopTimeout.String(), DrainTimeout: c.DrainTimeout.String(), DrainStall: c.DrainStall.String(),
 		DrainDelay: c.DrainDelay.String(), ShutdownAtFlip: c.ShutdownAtFlip, MaxDraining: c.MaxDraining,
 		RestartOnFailure: c.RestartOnFailure, Control: c.ControlPath,
-		StopDelay: c.StopDelay.String(), Health: s.HealthAddr(),
+		StopDelay: c.StopDelay.String(), Health: s.HealthAddr(), Metrics: s.MetricsAddr(),
 	}
 }
 

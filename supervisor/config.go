@@ -61,6 +61,9 @@ type Config struct {
 	// HealthAddr is where the health server (/livez, /readyz) listens,
 	// [IP]:PORT on a socket of rpwrap's own; "" for none.
 	HealthAddr string
+	// MetricsAddr is where the Prometheus endpoint (/metrics) listens,
+	// [IP]:PORT on a socket of rpwrap's own; "" for none (metrics.go).
+	MetricsAddr string
 
 	// Watch is how long after the flip the predecessor stands by, still
 	// running, while the successor is watched (canary.go): its exit or a
@@ -138,6 +141,9 @@ func (c *Config) validate() error {
 		return fmt.Errorf("no runtime directory")
 	}
 	if err := c.CheckHealth(); err != nil {
+		return err
+	}
+	if err := c.CheckMetrics(); err != nil {
 		return err
 	}
 	return c.validateReady()

@@ -62,6 +62,7 @@ func (s *Supervisor) drain(old *generation, tf, deadline time.Time, rec *Restart
 	}
 	s.mu.Lock()
 	rec.Drained, rec.Drain, rec.Migrated = true, time.Since(tf), handed
+	s.metrics.observeDrain(rec)
 	s.mu.Unlock()
 	s.retire(old, StateStopped)
 	s.emitGen(EventDrainEnded, old, Event{Took: time.Since(tf), HandedOver: handed})

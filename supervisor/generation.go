@@ -46,6 +46,7 @@ type generation struct {
 	cancel    context.CancelFunc // ends the generation's own goroutines (interception)
 	helpers   sync.WaitGroup     // those goroutines
 	inherited bool               // its sockets are a dead generation's (respawn)
+	countBase []bpf.Counts       // per listener, what its slots had counted before it (respawn)
 
 	// guarded by Supervisor.mu
 	state    State
@@ -198,6 +199,8 @@ func (s *Supervisor) releaseListeners(g *generation) error {
 			first = fmt.Errorf("close socket of %s: %w", g, err)
 		}
 		if i < len(g.slots) {
+			s.keepCounts(g, i) // closed: its slot counts nothing more
+
 			if err := s.freeSlot(i, inode, g.slots[i]); err != nil && first == nil {
 				first = fmt.Errorf("free selector slot of %s for %s: %w", g, l.Spec(), err)
 			}

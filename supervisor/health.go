@@ -3,10 +3,7 @@
 package supervisor
 
 import (
-	"context"
-	"errors"
 	"fmt"
-	"log/slog"
 	"net"
 	"net/http"
 	"net/netip"
@@ -28,21 +25,20 @@ import (
 //
 // Each answer is one line of text that says why.
 
-// healthServer is the HTTP server of /livez and /readyz. Its socket is
-// opened by New (close-on-exec, as every socket Go's net package makes) and
-// closed by close, which Run calls last.
-type healthServer struct {
-	ln   net.Listener
-	srv  *http.Server
-	done chan struct{} // closed when Serve has returned; nil before start
-}
+// healthServer is the HTTP server of /livez and /readyz (see ownServer).
+type healthServer = ownServer
 
 // CheckHealthAddr checks a health server address: [IP]:PORT, with an IP
 // literal or nothing (every address), and not one that a listen address
 // also covers (same port, same or a wildcard address). The error says what
 // to write instead.
 func CheckHealthAddr(addr string, listen []fdpass.Spec) error {
-	ap, err := parseHealthAddr(addr)
+	return checkOwnAddr("--health", addr, listen)
+}
+
+// checkOwnAddr is CheckHealthAddr for the server of flag.
+func checkOwnAddr(flag, addr string, listen []fdpass.Spec) error {
+	ap, err := parseOwnAddr(flag, addr)
 	if err != nil {
 		return err
 	}
@@ -52,15 +48,15 @@ func CheckHealthAddr(addr string, listen []fdpass.Spec) error {
 			if other > 65535 {
 				other = int(ap.Port()) - 1
 			}
-			return fmt.Errorf("--health %s: that is also a --listen address (%s): the health server needs a port of its own, which rpwrap never passes to a server, e.g. --health :%d",
-				addr, spec, other)
+			return fmt.Errorf("%s %s: that is also a --listen address (%s): it needs a port of its own, which rpwrap never passes to a server, e.g. %s :%d",
+				flag, addr, spec, flag, other)
 		}
 	}
 	return nil
 }
 
-func parseHealthAddr(addr string) (netip.AddrPort, error) {
-	bad := fmt.Errorf("--health %q: want [ADDRESS]:PORT with an IP address or none, e.g. :8081, 127.0.0.1:8081 or [::1]:8081", addr)
+func parseOwnAddr(flag, addr string) (netip.AddrPort, error) {
+	bad := fmt.Errorf("%s %q: want [ADDRESS]:PORT with an IP address or none, e.g. :8081, 127.0.0.1:8081 or [::1]:8081", flag, addr)
 	host, port, err := net.SplitHostPort(addr)
 	if err != nil {
 		return netip.AddrPort{}, bad
@@ -85,54 +81,15 @@ func overlaps(a, b netip.Addr) bool {
 
 // listenHealth opens the health server's socket; nil, nil when addr is "".
 func listenHealth(addr string) (*healthServer, error) {
-	if addr == "" {
-		return nil, nil
-	}
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return nil, fmt.Errorf("health server (--health %s): %w: choose a free port for it, or stop what holds it (ss -ltnp)", addr, err)
-	}
-	return &healthServer{ln: ln}, nil
+	return listenOwn("health server", "--health", addr)
 }
 
-// Addr is where the health server listens, port 0 resolved.
-func (h *healthServer) Addr() string { return h.ln.Addr().String() }
-
-// start serves /livez and /readyz for s until close.
-func (h *healthServer) start(s *Supervisor) {
-	if h == nil {
-		return
-	}
+// startHealth serves /livez and /readyz for s until close.
+func (s *Supervisor) startHealth() {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /livez", func(w http.ResponseWriter, _ *http.Request) { answerHealth(w, s.healthNow(false)) })
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) { answerHealth(w, s.healthNow(true)) })
-	h.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, IdleTimeout: 30 * time.Second,
-		ErrorLog: slog.NewLogLogger(s.cfg.Log.Handler(), slog.LevelWarn)}
-	h.done = make(chan struct{})
-	s.goSafe(func() {
-		defer close(h.done)
-		if err := h.srv.Serve(h.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			s.cfg.Log.Error("health server stopped: /livez and /readyz no longer answer", "address", h.Addr(), "err", err)
-		}
-	})
-}
-
-// close ends the server, its connections and its socket, and waits for
-// its goroutine.
-func (h *healthServer) close() {
-	if h == nil {
-		return
-	}
-	if h.done == nil {
-		h.ln.Close()
-		return
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-	defer cancel()
-	if h.srv.Shutdown(ctx) != nil { // waits for the answers being written
-		h.srv.Close() // a client that does not read: close its connection
-	}
-	<-h.done
+	s.health.start(s, mux, "/livez and /readyz no longer answer")
 }
 
 type healthAnswer struct {

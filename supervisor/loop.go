@@ -269,6 +269,7 @@ func (s *Supervisor) respawn(ctx context.Context, g *generation) (*generation, e
 	ng.listeners, ng.slots = g.listeners, g.slots
 	g.inherited = true // read by retire only
 	s.mu.Unlock()
+	s.inherit(g, ng)
 	s.retire(g, s.deadEnd(g))
 	if err := s.spawn(ng); err != nil {
 		s.publishDead(ng)

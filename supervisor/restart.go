@@ -194,6 +194,10 @@ func (s *Supervisor) record(res *RestartResult, ok bool) *RestartResult {
 		s.rolledBack++
 	}
 	kept := *res
+	if !ok {
+		s.lastFailed = &kept
+	}
+	s.metrics.observeRestart(&kept, ok)
 	s.last = &kept
 	s.history = append(s.history, &kept)
 	if len(s.history) > historySize {

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/rpwrap/rpwrap/bpf"
 	"github.com/rpwrap/rpwrap/fdpass"
 )
 
@@ -24,9 +25,16 @@ type Status struct {
 	RolledBack  int                `json:"rolled_back"`
 	Respawns    int                `json:"respawns"` // generations started because the serving one died (--restart-on-failure)
 	MaxDraining int                `json:"max_draining"`
-	Last        *RestartResult     `json:"last_restart,omitempty"` // the last restart, rolled back or not
-	History     []RestartResult    `json:"history,omitempty"`      // recent restarts, oldest first
-	Rollout     *RolloutStatus     `json:"rollout,omitempty"`      // the canary or watch in progress, else the last one
+	Last        *RestartResult     `json:"last_restart,omitempty"`  // the last restart, rolled back or not
+	LastFailed  *RestartResult     `json:"last_rollback,omitempty"` // the last restart rolled back, even if others worked since
+	History     []RestartResult    `json:"history,omitempty"`       // recent restarts, oldest first
+	Kernel      *KernelCounters    `json:"kernel,omitempty"`        // the network namespace's TcpExt counters
+	Rollout     *RolloutStatus     `json:"rollout,omitempty"`       // the canary or watch in progress, else the last one
+	// Steered is what the eBPF selector gave each generation, the live ones
+	// and the last 32 that let go of their sockets; absent under cBPF,
+	// where CountersNote says what cannot be counted.
+	Steered      []GenerationCounts `json:"steered,omitempty"`
+	CountersNote string             `json:"counters_note,omitempty"`
 }
 
 // GenerationStatus describes one live generation.
@@ -40,6 +48,11 @@ type GenerationStatus struct {
 	Queued     []uint32   `json:"queued"`             // accept-queue depth per listener, in --listen order
 	Age        string     `json:"age"`                // since Started
 	Binary     Binary     `json:"binary"`             // the server's executable at spawn time
+	// Per listener, in --listen order, like Queued:
+	Backlog     []uint32     `json:"backlog"`            // the accept queue's size (0 for UDP)
+	Slots       []uint32     `json:"slots"`              // the selector slot its socket holds
+	Established []int        `json:"established"`        // established connections its processes hold
+	Selected    []bpf.Counts `json:"selected,omitempty"` // what the eBPF program gave it; absent under cBPF
 }
 
 // Status reports the supervisor's generations and counters, from one
@@ -54,6 +67,10 @@ func (s *Supervisor) Status() Status {
 	if s.last != nil {
 		last := *s.last
 		st.Last = &last
+	}
+	if s.lastFailed != nil {
+		failed := *s.lastFailed
+		st.LastFailed = &failed
 	}
 	for _, h := range s.history {
 		st.History = append(st.History, *h)
@@ -79,14 +96,44 @@ func (s *Supervisor) Status() Status {
 	}
 	for i, g := range gens {
 		for _, l := range g.listeners {
-			q := uint32(0)
+			q, b := uint32(0), uint32(0)
 			if l.Spec().Network == "tcp" {
-				q, _, _ = fdpass.QueueDepth(l) // closed meanwhile: 0
+				q, b, _ = fdpass.QueueDepth(l) // closed meanwhile: 0
 			}
 			st.Generations[i].Queued = append(st.Generations[i].Queued, q)
+			st.Generations[i].Backlog = append(st.Generations[i].Backlog, b)
 		}
 	}
+	s.dataPath(&st, gens)
 	return st
+}
+
+// dataPath adds to st what the kernel tells: the selector's counters, the
+// slots and established connections of each generation, and the TcpExt
+// counters.
+func (s *Supervisor) dataPath(st *Status, gens []*generation) {
+	st.Kernel = kernelCounters()
+	if s.Flavour() == bpf.CBPF {
+		st.CountersNote = CountersUnavailable
+	}
+	st.Steered = s.steeredByGeneration(gens)
+	live := s.liveCounts()
+	for i, g := range gens {
+		gs := &st.Generations[i]
+		for _, slot := range g.slots {
+			gs.Slots = append(gs.Slots, uint32(slot))
+		}
+		if g.pid > 0 && !g.exited() {
+			gs.Established = established(g.pid, s.groups)
+		}
+		if s.Flavour() != bpf.EBPF {
+			continue
+		}
+		for j := range g.listeners {
+			c, _ := s.countsOf(g, j, live)
+			gs.Selected = append(gs.Selected, c)
+		}
+	}
 }
 
 // Write prints st for a human.
@@ -109,6 +156,19 @@ func (st Status) Write(w io.Writer) {
 	if r := st.Rollout; r != nil {
 		fmt.Fprintf(w, "rollout:   %s\n", r.Summary())
 	}
+	if r := st.LastFailed; r != nil && (st.Last == nil || r.Generation != st.Last.Generation) {
+		fmt.Fprintf(w, "rollback:  %s\n", r.summary())
+	}
+	if k := st.Kernel; k != nil {
+		fmt.Fprintf(w, "kernel:    ListenOverflows %d, ListenDrops %d, TCPMigrateReqSuccess %d, TCPMigrateReqFailure %d (netns totals since boot)\n",
+			k.ListenOverflows, k.ListenDrops, k.TCPMigrateReqSuccess, k.TCPMigrateReqFailure)
+	}
+	if st.CountersNote != "" {
+		fmt.Fprintf(w, "counters:  %s\n", st.CountersNote)
+	}
+	if len(st.Steered) > 0 {
+		fmt.Fprintf(w, "steered:   %s\n", steeredLine(st.Steered))
+	}
 	fmt.Fprintf(w, "\n%-4s %-8s %-9s %-25s %-12s %-25s %s\n", "GEN", "PID", "STATE", "STARTED", "AGE", "DEADLINE", "QUEUED")
 	for _, g := range st.Generations {
 		deadline := "-"
@@ -120,6 +180,30 @@ func (st Status) Write(w io.Writer) {
 	fmt.Fprintln(w)
 	for _, g := range st.Generations {
 		fmt.Fprintf(w, "generation %d binary: %s\n", g.Generation, g.Binary)
+		g.writeDataPath(w, st.Listeners)
+	}
+}
+
+// writeDataPath prints, per listener, g's slot, queue against backlog,
+// established connections and what the selector gave it.
+func (g GenerationStatus) writeDataPath(w io.Writer, listeners []string) {
+	for i := range g.Slots {
+		name := fmt.Sprint(i)
+		if i < len(listeners) {
+			name = listeners[i]
+		}
+		line := fmt.Sprintf("  %s: slot %d", name, g.Slots[i])
+		if i < len(g.Queued) && i < len(g.Backlog) {
+			line += fmt.Sprintf(", queue %d of %d", g.Queued[i], g.Backlog[i])
+		}
+		if i < len(g.Established) {
+			line += fmt.Sprintf(", %d established", g.Established[i])
+		}
+		if i < len(g.Selected) {
+			c := g.Selected[i]
+			line += fmt.Sprintf(", selected %d (active %d, probe %d, scan %d), migrated in %d, stray %d", c.Steered(), c.Active, c.Probe, c.Scan, c.Migrated, c.Stray)
+		}
+		fmt.Fprintln(w, line)
 	}
 }
 
@@ -150,4 +234,20 @@ func (r *RestartResult) summary() string {
 		return s + fmt.Sprintf(", generation %d drained in %s", r.Predecessor, r.Drain.Round(time.Millisecond))
 	}
 	return s + fmt.Sprintf(", generation %d draining", r.Predecessor)
+}
+
+// steeredLine sums, per generation, the new connections or datagrams the
+// selector gave it over the listeners: "gen 1: 120, gen 2: 80 (200 in all)".
+func steeredLine(gcs []GenerationCounts) string {
+	var parts []string
+	var total uint64
+	for _, gc := range gcs {
+		var n uint64
+		for _, c := range gc.Selected {
+			n += c.Steered()
+		}
+		total += n
+		parts = append(parts, fmt.Sprintf("gen %d: %d", gc.Generation, n))
+	}
+	return fmt.Sprintf("%s (%d in all, probes included)", strings.Join(parts, ", "), total)
 }

@@ -52,7 +52,7 @@ func TestStatusJSONShape(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got, want := jsonKeys(t, b), []string{"at", "config", "generations", "history", "last_restart", "listeners", "max_draining", "respawns", "restarts", "rolled_back", "rpwrap", "selector"}; !reflect.DeepEqual(got, want) {
+	if got, want := jsonKeys(t, b), []string{"at", "config", "generations", "history", "kernel", "last_restart", "listeners", "max_draining", "respawns", "restarts", "rolled_back", "rpwrap", "selector"}; !reflect.DeepEqual(got, want) {
 		t.Errorf("status keys %v, want %v", got, want)
 	}
 	var raw struct {
@@ -63,9 +63,9 @@ func TestStatusJSONShape(t *testing.T) {
 		t.Fatal(err)
 	}
 	wantGen := [][]string{
-		{"age", "binary", "deadline", "flipped", "generation", "pid", "queued", "started", "state"}, // draining
-		{"age", "binary", "flipped", "generation", "pid", "queued", "started", "state"},             // active
-		{"age", "binary", "generation", "pid", "queued", "started", "state"},                        // starting
+		{"age", "backlog", "binary", "deadline", "established", "flipped", "generation", "pid", "queued", "slots", "started", "state"}, // draining
+		{"age", "backlog", "binary", "established", "flipped", "generation", "pid", "queued", "slots", "started", "state"},             // active
+		{"age", "backlog", "binary", "established", "generation", "pid", "queued", "slots", "started", "state"},                        // starting
 	}
 	for i, g := range raw.Generations {
 		if got := jsonKeys(t, g); !reflect.DeepEqual(got, wantGen[i]) {
@@ -92,7 +92,7 @@ func TestStatusJSONShape(t *testing.T) {
 	// Nothing recorded yet: no last_restart, no history.
 	s2, _ := newTestSupervisor(Config{})
 	b2, _ := json.Marshal(s2.Status())
-	if got, want := jsonKeys(t, b2), []string{"at", "config", "generations", "listeners", "max_draining", "respawns", "restarts", "rolled_back", "rpwrap", "selector"}; !reflect.DeepEqual(got, want) {
+	if got, want := jsonKeys(t, b2), []string{"at", "config", "generations", "kernel", "listeners", "max_draining", "respawns", "restarts", "rolled_back", "rpwrap", "selector"}; !reflect.DeepEqual(got, want) {
 		t.Errorf("fresh status keys %v, want %v", got, want)
 	}
 	res := RestartResult{Error: "x", Drained: true, Migrated: true}
@@ -145,5 +145,25 @@ func TestStatusWrite(t *testing.T) {
 	r = RestartResult{Generation: 4, Error: "exited before it was ready"}
 	if got := r.summary(); !strings.Contains(got, "generation 4 rolled back: exited before it was ready") {
 		t.Errorf("rollback summary: %q", got)
+	}
+}
+
+// The last rollback stays in view after a restart that worked.
+func TestStatusKeepsTheLastRollbackBehindALaterSuccess(t *testing.T) {
+	s, t0 := statusSupervisor(t)
+	s.record(&RestartResult{Generation: 3, Pid: 103, Predecessor: 2, At: t0.Add(time.Minute), Error: "exited before it was ready (exit status 1)"}, false)
+	s.record(&RestartResult{Generation: 4, Pid: 104, Predecessor: 2, At: t0.Add(2 * time.Minute)}, true)
+	st := s.Status()
+	if st.LastFailed == nil || st.LastFailed.Generation != 3 || st.Last.Generation != 4 {
+		t.Fatalf("last %+v, last rollback %+v; want 4 and 3", st.Last, st.LastFailed)
+	}
+	b, _ := json.Marshal(st)
+	if !strings.Contains(string(b), `"last_rollback":{"generation":3,"pid":103,"predecessor":2,"at":"2026-01-02T03:05:05Z","error":"exited before it was ready (exit status 1)"`) {
+		t.Errorf("status JSON: %s", b)
+	}
+	var out strings.Builder
+	st.Write(&out)
+	if !strings.Contains(out.String(), "rollback:  2026-01-02T03:05:05Z generation 3 rolled back: exited before it was ready (exit status 1)\n") {
+		t.Errorf("ctl status:\n%s", out.String())
 	}
 }

@@ -26,12 +26,14 @@ import (
 // mu, and a generation is published in gens only once it is complete (see
 // generation). Status is built from one snapshot taken under mu.
 type Supervisor struct {
-	cfg     Config
-	groups  []*group // fixed by New
-	reaper  *reaper
-	control *controlServer
-	health  *healthServer // nil without Config.HealthAddr
-	sys     system        // nil: the real operating system (see system)
+	cfg        Config
+	groups     []*group // fixed by New
+	reaper     *reaper
+	control    *controlServer
+	health     *healthServer // nil without Config.HealthAddr
+	metricsSrv *ownServer    // nil without Config.MetricsAddr
+	metrics    *metrics      // nil without Config.MetricsAddr
+	sys        system        // nil: the real operating system (see system)
 
 	exits    chan *generation // a generation's main process ended
 	triggers chan restartRequest
@@ -51,10 +53,12 @@ type Supervisor struct {
 	rolledBack int
 	respawns   int
 	last       *RestartResult
+	lastFailed *RestartResult // the last rollback, even when a success came after it
 	history    []*RestartResult
-	roll       rollouts  // the canary and watch in progress
-	stopping   bool      // SIGTERM came: /readyz reports not ready
-	stopDelay  time.Time // end of the stop delay, when there is one
+	roll       rollouts          // the canary and watch in progress
+	finished   []*finishedCounts // the selector's counts of generations that let go of a socket (counters.go)
+	stopping   bool              // SIGTERM came: /readyz reports not ready
+	stopDelay  time.Time         // end of the stop delay, when there is one
 }
 
 // restartRequest is one restart trigger: reply gets the result, at the
@@ -101,6 +105,13 @@ func New(cfg Config) (_ *Supervisor, err error) {
 		}
 		return nil, explainFDLimit(err)
 	}
+	if err := s.listenMetrics(); err != nil {
+		if s.control != nil {
+			s.control.close()
+		}
+		s.health.close()
+		return nil, explainFDLimit(err)
+	}
 	removeStaleNotifySockets(cfg.RuntimeDir)
 	first := newGeneration(1)
 	defer func() {
@@ -110,6 +121,7 @@ func New(cfg Config) (_ *Supervisor, err error) {
 				s.control.close()
 			}
 			s.health.close()
+			s.metricsSrv.close()
 			err = explainFDLimit(err)
 		}
 	}()
@@ -180,6 +192,7 @@ func (s *Supervisor) Listeners() []fdpass.Spec {
 // Run returns 70 (EX_SOFTWARE).
 func (s *Supervisor) Run(ctx context.Context) (code int) {
 	defer s.health.close() // last: it answers 503 until the end
+	defer s.metricsSrv.close()
 	var err error
 	if s.reaper, err = newReaper(); err != nil {
 		s.cfg.Log.Error("cannot supervise children", "err", err)
@@ -198,7 +211,8 @@ func (s *Supervisor) Run(ctx context.Context) (code int) {
 		s.control.start()
 		defer s.control.close()
 	}
-	s.health.start(s)
+	s.startHealth()
+	s.startMetrics()
 	defer s.release()
 	defer s.recoverPanic(&code)
 

@@ -33,9 +33,13 @@ Commands:
             to the new generation, the old one drains
   abort     roll the canary or watch in progress back: every new connection
             to the old generation, the new one is retired
-  status    rpwrap's pid, version, uptime and configuration; per generation
-            its pid, state, start time, age, accept-queue depth and the
-            server binary it was started from (device, inode, mtime)
+  status    rpwrap's pid, version, uptime and configuration; the last
+            restart and the last rollback with its reason; the kernel's
+            TcpExt counters (migrations, listen drops); per generation its
+            pid, state, start time, age, the server binary it was started
+            from (device, inode, mtime), and per listener its slot, queue
+            against backlog, established connections and (eBPF) the
+            connections the selector gave it, by route
   sockets   per listener and generation, the options of the socket rpwrap
             holds, read with getsockopt: SO_REUSEPORT, SO_REUSEADDR,
             IPV6_V6ONLY, TCP_DEFER_ACCEPT, TCP_FASTOPEN, backlog and queue

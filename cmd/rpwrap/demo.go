@@ -27,7 +27,10 @@ rpwrap wraps 'rpwrap serve-demo' on a free port on 127.0.0.1, bounded load runs
 against it over loopback, and the server is restarted N times under that load.
 At the end a table gives requests sent, succeeded and failed, and for each
 restart the time to ready, to flip, and to drain the old generation; then
-the listening socket as 'rpwrap ctl sockets' shows it.
+rpwrap's state as 'rpwrap ctl status' shows it (with eBPF, the line
+"steered" gives how many connections the selector gave each generation:
+one per request sent), and the listening
+socket as 'rpwrap ctl sockets' shows it.
 
   --restarts N          restarts to perform (default 5)
   --clients N           concurrent clients, one new connection per request (default 4)
@@ -152,10 +155,12 @@ func (d *demo) run(flavour bpf.Flavour, verbose bool) int {
 	time.Sleep(d.interval / 2) // a little steady state after the last restart
 	load.Stop()
 	res := load.Wait()
-	sockets := s.Sockets() // as `rpwrap ctl sockets` shows it
+	status, sockets := s.Status(), s.Sockets() // as `rpwrap ctl status` and `ctl sockets` show them
 	stop()
 	<-code
 	d.report(res, results)
+	fmt.Fprintln(d.e.stdout, "\nrpwrap at the end (rpwrap ctl status):")
+	status.Write(d.e.stdout)
 	fmt.Fprintln(d.e.stdout, "\nThe listening socket at the end (rpwrap ctl sockets):")
 	sockets.Write(d.e.stdout)
 	if res.Failed() > 0 {

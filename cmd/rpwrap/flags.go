@@ -25,6 +25,7 @@ type options struct {
 	stopTimeout      time.Duration
 	stopDelay        time.Duration
 	health           string
+	metrics          string
 	drainTimeout     time.Duration
 	drainStall       time.Duration
 	drainDelay       time.Duration
@@ -63,6 +64,7 @@ func newFlagSet(o *options, out io.Writer) *flag.FlagSet {
 	durationVar(fs, &o.stopTimeout, "stop-timeout", 30*time.Second)
 	durationVar(fs, &o.stopDelay, "stop-delay", 0)
 	fs.StringVar(&o.health, "health", "", "")
+	fs.StringVar(&o.metrics, "metrics", "", "")
 	durationVar(fs, &o.drainTimeout, "drain-timeout", 30*time.Second)
 	durationVar(fs, &o.drainStall, "drain-stall", 500*time.Millisecond)
 	durationVar(fs, &o.drainDelay, "drain-delay", 0)
@@ -279,6 +281,12 @@ Flags (each also from the environment variable in brackets):
                              /livez 200 while a generation serves; /readyz 200 while one serves
                              and rpwrap is not stopping, 503 before the first is ready, between a
                              crash and the next, during --stop-delay and the stop  [RPWRAP_HEALTH]
+  --metrics ADDR             serve Prometheus metrics, GET /metrics, on [IP]:PORT (e.g.
+                             127.0.0.1:9090), a socket of rpwrap's own, never passed to the server:
+                             restarts, rollbacks, restart and overhead histograms, generations by
+                             state, accept queues, connections steered per generation (eBPF),
+                             the kernel's migrations and listen drops. No authentication: bind
+                             it to loopback or a private address  [RPWRAP_METRICS]
   --drain-timeout DURATION   on restart: SIGKILL the old generation after (default 30s)  [RPWRAP_DRAIN_TIMEOUT]
   --drain-stall DURATION     an old accept queue that does not shrink for this long means the old
                              generation hangs: its queue is handed to the new one (default 500ms)  [RPWRAP_DRAIN_STALL]

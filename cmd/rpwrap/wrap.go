@@ -55,6 +55,9 @@ func runWrap(e env, args []string) int {
 	if h := s.HealthAddr(); h != "" {
 		log.Info("health server listening: GET /livez, /readyz", "address", h, "stop_delay", cfg.StopDelay)
 	}
+	if m := s.MetricsAddr(); m != "" {
+		log.Info("metrics endpoint listening: GET /metrics (no authentication)", "address", m)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	if cfg.Notifier != nil {
@@ -78,7 +81,7 @@ func wrapConfig(e env, o *options, cmd []string, log *slog.Logger) (supervisor.C
 		DrainTimeout: o.drainTimeout, DrainStall: o.drainStall, ShutdownAtFlip: o.shutdownAtFlip,
 		RestartOnFailure: o.restartOnFailure, Log: log, Version: version,
 		MaxDraining: o.maxDraining, DrainDelay: o.drainDelay,
-		StopDelay: o.stopDelay, HealthAddr: o.health, Watch: o.watch,
+		StopDelay: o.stopDelay, HealthAddr: o.health, MetricsAddr: o.metrics, Watch: o.watch,
 	}
 	if err := checkBacklog(o.backlog, log); err != nil {
 		return fail(2, "%v", err)
@@ -135,6 +138,10 @@ func wrapConfig(e env, o *options, cmd []string, log *slog.Logger) (supervisor.C
 		return fail(2, "nothing to listen on: give --listen ADDR (or run from a systemd .socket unit)")
 	}
 	if err := cfg.CheckHealth(); err != nil {
+		closeAll(cfg.Adopted)
+		return fail(2, "%v", err)
+	}
+	if err := cfg.CheckMetrics(); err != nil {
 		closeAll(cfg.Adopted)
 		return fail(2, "%v", err)
 	}

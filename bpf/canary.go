@@ -25,7 +25,7 @@ const canaryScale = 1 << 16
 // The canary map's one value, 24 bytes: the slot that gets the share, the
 // share in parts of canaryScale (0: no canary), and what the program
 // counted since the value was last written: connections sent to the
-// canary slot, and the others.
+// canary slot, and the others (TCP: SYNs only, as the counters).
 const (
 	canarySlotOff   = 0
 	canaryWeightOff = 4
@@ -46,11 +46,24 @@ func canaryRoute(sockets, canary int) asm.Instructions {
 		asm.Add.Imm(asm.R2, stackKey),
 		asm.FnMapLookupElem.Call(),
 		asm.JEq.Imm(asm.R0, 0, "active"),
-		asm.LoadMem(asm.R2, asm.R0, canaryWeightOff, asm.Word),
+		// R4 is what the counts grow by: 1 for a new connection or a
+		// datagram, 0 for a TCP segment other than a SYN (see Counts.Stray).
+		asm.Mov.Imm(asm.R4, 1),
+		asm.LoadMem(asm.R2, asm.R6, mdIPProtocol, asm.Word),
+		asm.JNE.Imm(asm.R2, ipprotoTCP, "canary_split"),
+		asm.LoadMem(asm.R2, asm.R6, mdData, asm.DWord),
+		asm.LoadMem(asm.R3, asm.R6, mdDataEnd, asm.DWord),
+		asm.Mov.Reg(asm.R5, asm.R2),
+		asm.Add.Imm(asm.R5, tcpFlagsOff+1),
+		asm.JGT.Reg(asm.R5, asm.R3, "canary_stray"),
+		asm.LoadMem(asm.R5, asm.R2, tcpFlagsOff, asm.Byte),
+		asm.And.Imm(asm.R5, tcpSYN|tcpACK),
+		asm.JEq.Imm(asm.R5, tcpSYN, "canary_split"),
+		asm.Mov.Imm(asm.R4, 0).WithSymbol("canary_stray"),
+		asm.LoadMem(asm.R2, asm.R0, canaryWeightOff, asm.Word).WithSymbol("canary_split"),
 		asm.JEq.Imm(asm.R2, 0, "active"),
 		asm.LoadMem(asm.R3, asm.R6, mdHash, asm.Word),
 		asm.And.Imm(asm.R3, canaryScale-1),
-		asm.Mov.Imm(asm.R4, 1),
 		asm.JGE.Reg(asm.R3, asm.R2, "canary_rest"),
 		asm.AddAtomic.Mem(asm.R0, asm.R4, asm.DWord, canaryHitsOff),
 		asm.LoadMem(asm.R7, asm.R0, canarySlotOff, asm.Word),

@@ -195,15 +195,16 @@ func (s *Supervisor) updateRollout(fn func(st *RolloutStatus)) {
 }
 
 // endRollout keeps the rollout in progress as the last one, ended in
-// phase (and why, when aborted), and returns a copy.
-func (s *Supervisor) endRollout(phase, why string) *RolloutStatus {
+// phase (and, when rolled back, why and how long the way back took), and
+// returns a copy. Events and metrics of a rollout's end belong here.
+func (s *Supervisor) endRollout(phase, why string, back time.Duration) *RolloutStatus {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	st := s.roll.cur
 	if st == nil {
 		return nil
 	}
-	st.Phase, st.Aborted, st.Until = phase, why, nil
+	st.Phase, st.Aborted, st.FlipBack, st.Until = phase, why, back, nil
 	s.roll.last, s.roll.cur = st, nil
 	close(s.roll.ended)
 	s.roll.ended = nil
@@ -294,7 +295,8 @@ func (s *Supervisor) clearShare() {
 	}
 }
 
-// countStage records what the selectors counted in the stage that ends.
+// countStage records what the selectors counted in the stage that ends
+// (events and metrics of a stage belong here).
 func (s *Supervisor) countStage(stage CanaryStage) {
 	sh := StageShare{Percent: stage.Percent}
 	for _, grp := range s.groups {
@@ -316,10 +318,7 @@ func (s *Supervisor) abortCanary(old, g *generation, why error, res *RestartResu
 	s.clearShare()
 	back := time.Since(t)
 	err := fmt.Errorf("canary aborted, generation %d serves every new connection again: %w", old.n, why)
-	res.Rollout = s.endRollout("rolled back", why.Error())
-	if res.Rollout != nil {
-		res.Rollout.FlipBack = back
-	}
+	res.Rollout = s.endRollout("rolled back", why.Error(), back)
 	s.retireRolledBack(g, time.Now())
 	return err
 }

@@ -85,7 +85,7 @@ func (s *Supervisor) restart(ctx context.Context, ro rollout) (res RestartResult
 	if err := s.flip(old, g); err != nil {
 		s.standBy(old, rollout{})
 		s.clearShare()
-		s.endRollout("rolled back", err.Error())
+		s.endRollout("rolled back", err.Error(), 0)
 		s.retire(g, StateAbandoned)
 		return fail(err)
 	}

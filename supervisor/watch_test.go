@@ -58,7 +58,7 @@ func TestWatchFlipsBack(t *testing.T) {
 			r.retired(2)
 			r.wantFinal(2, tc.final)
 			r.wantStates("1:active")
-			if st := r.s.Status(); st.Rollout == nil || st.Rollout.Aborted == "" {
+			if st := r.s.Status(); st.Rollout == nil || st.Rollout.Aborted == "" || st.Rollout.FlipBack == 0 {
 				t.Errorf("status rollout %+v, want the reason it was rolled back", st.Rollout)
 			}
 			if code := r.stop(); code != 0 {

@@ -98,3 +98,25 @@ func TestWatchEndsWellOnPromote(t *testing.T) {
 	r.stop()
 	r.clean()
 }
+
+// TestStopDuringTheWatch: SIGTERM (the end of Run's context) during a
+// watch rolls it back, and rpwrap exits with the predecessor's status;
+// both generations end, nothing is left.
+func TestStopDuringTheWatch(t *testing.T) {
+	r := newRig(t, 1, func(c *Config) { c.Watch = time.Minute })
+	r.os.plan(1).stopStatus = exitCode(7)
+	r.run(context.Background(), true)
+	answered := make(chan error, 1)
+	go func() { _, err := r.restart(false); answered <- err }()
+	deadline := time.Now().Add(10 * time.Second)
+	for r.state(1) != StateStandby && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if code := r.stop(); code != 7 {
+		t.Errorf("exit status %d, want the predecessor's 7", code)
+	}
+	wantErr(t, "restart", <-answered, "rpwrap is stopping")
+	r.wantFinal(1, StateStopped)
+	r.retired(2)
+	r.clean()
+}

@@ -24,7 +24,8 @@ import (
 //
 // During a canary stage the successor is in StateCanary and the selector
 // sends it about Percent% of new connections, by a hash of the 4-tuple
-// (bpf.SetCanary); the predecessor stays active. During the watch the
+// (bpf.SetCanary; cBPF: by a hash of the source port, uncounted); the
+// predecessor stays active. During the watch the
 // successor is active and the predecessor in StateStandby: deselected,
 // still running, not told to stop. Going back is one map write: the
 // canary's weight to 0, or the active slot back to the predecessor.
@@ -131,7 +132,8 @@ type StageShare struct {
 	Percent     float64 `json:"percent"` // asked
 	Successor   uint64  `json:"successor"`
 	Predecessor uint64  `json:"predecessor"`
-	Measured    float64 `json:"measured"` // percent
+	Measured    float64 `json:"measured"`       // percent
+	Note        string  `json:"note,omitempty"` // why nothing was counted
 }
 
 // rollouts is the supervisor's view of the rollout in progress.
@@ -227,17 +229,6 @@ func (s *Supervisor) rolloutSnapshotLocked() *RolloutStatus {
 	return &c
 }
 
-// refuseCanary fails when a canary is configured and the selector cannot
-// split: classic BPF has no map to change a weight in one write (a split
-// by source port is expressible, but rpwrap does not build one).
-func (s *Supervisor) refuseCanary() error {
-	if len(s.cfg.Canary) == 0 || s.Flavour() != bpf.CBPF {
-		return nil
-	}
-	return fmt.Errorf("--canary needs the eBPF selector, and this rpwrap has the classic BPF one (--selector %s): "+
-		"give rpwrap CAP_BPF (or root) and --selector ebpf, or drop --canary (--watch works with either selector)", s.cfg.Selector)
-}
-
 // runCanary runs the canary stages of ro between old, active, and g,
 // ready: each sends its share of new connections to g for its time, while
 // g is watched (observe). It returns nil when the stages have ended or
@@ -300,10 +291,13 @@ func (s *Supervisor) clearShare() {
 func (s *Supervisor) countStage(stage CanaryStage) {
 	sh := StageShare{Percent: stage.Percent}
 	for _, grp := range s.groups {
-		if c, err := bpf.CanaryCounts(grp.sel); err == nil {
-			sh.Successor += c.Canary
-			sh.Predecessor += c.Rest
+		c, err := bpf.CanaryCounts(grp.sel)
+		if err != nil {
+			sh.Note = "not counted: " + err.Error()
+			continue
 		}
+		sh.Successor += c.Canary
+		sh.Predecessor += c.Rest
 	}
 	sh.Measured = bpf.CanaryCount{Canary: sh.Successor, Rest: sh.Predecessor}.Share()
 	s.updateRollout(func(st *RolloutStatus) { st.Shares = append(st.Shares, sh) })
@@ -335,6 +329,10 @@ func (r *RolloutStatus) Summary() string {
 		fmt.Fprintf(&b, " until %s", r.Until.Format(time.RFC3339))
 	}
 	for i, sh := range r.Shares {
+		if sh.Note != "" {
+			fmt.Fprintf(&b, "; stage %d (asked %g%%): %s", i+1, sh.Percent, sh.Note)
+			continue
+		}
 		fmt.Fprintf(&b, "; stage %d: %d of %d new connections to the successor (%.1f%%, asked %g%%)",
 			i+1, sh.Successor, sh.Successor+sh.Predecessor, sh.Measured, sh.Percent)
 	}

@@ -147,42 +147,53 @@ func (w *wrapper) waitRollout(phase string) supervisor.RolloutStatus {
 	return r
 }
 
-// A 20% canary for 6s under load: new connections started during the
-// stage reach the successor between 15% and 25% of the time, every one
-// started after the flip reaches it, and no request fails.
+// A 20% canary under load: new connections started during the stage
+// reach the successor between 15% and 25% of the time, every one started
+// after the flip reaches it, and no request fails. eBPF splits by flow
+// hash and counts; cBPF splits by source port and counts nothing.
 func TestCanaryShareUnderLoad(t *testing.T) {
-	w := startWrapper(t, []string{"--listen", "127.0.0.1:0", "--selector", "ebpf", "--ready", "notify"})
-	oldPid := w.activePid()
-	load := startPidLoad(w.addr, 8)
-	load.waitMore(t, 200)
-	done := w.ctlRestart(supervisor.Request{Canary: "20%:6s"})
-	w.waitRollout("canary")
-	stageFrom := time.Now()
-	resp := <-done
-	flipped := time.Now()
-	if !resp.OK {
-		t.Fatalf("restart with a canary: %s", resp.Error)
-	}
-	newPid := resp.Restart.Pid
-	load.waitMore(t, 1000)
-	answers := load.finish()
+	for _, tc := range []struct{ selector, canary string }{{"ebpf", "20%:6s"}, {"cbpf", "20%:3s"}} {
+		t.Run(tc.selector, func(t *testing.T) {
+			w := startWrapper(t, []string{"--listen", "127.0.0.1:0", "--selector", tc.selector, "--ready", "notify"})
+			oldPid := w.activePid()
+			load := startPidLoad(w.addr, 8)
+			load.waitMore(t, 200)
+			done := w.ctlRestart(supervisor.Request{Canary: tc.canary})
+			w.waitRollout("canary")
+			stageFrom := time.Now()
+			resp := <-done
+			flipped := time.Now()
+			if !resp.OK {
+				t.Fatalf("restart with a canary: %s", resp.Error)
+			}
+			newPid := resp.Restart.Pid
+			load.waitMore(t, 1000)
+			answers := load.finish()
 
-	stage := count(answers, stageFrom, flipped.Add(-100*time.Millisecond))
-	after := count(answers, flipped, time.Now())
-	total := stage[oldPid] + stage[newPid]
-	t.Logf("canary stage: %d of %d new connections to the successor (%.1f%%); after the flip: %v; rpwrap counted %+v",
-		stage[newPid], total, 100*float64(stage[newPid])/float64(total), after, resp.Restart.Rollout.Shares)
-	if total < 2000 || stage[newPid]*100 < total*15 || stage[newPid]*100 > total*25 || len(stage) != 2 {
-		t.Errorf("during the stage: %v (old pid %d, new %d), want thousands and 15-25%% to the new one", stage, oldPid, newPid)
-	}
-	if after[newPid] < 500 || len(after) != 1 {
-		t.Errorf("after the flip: %v, want every connection on pid %d", after, newPid)
-	}
-	if f := count(answers, time.Time{}, time.Now())[0]; f != 0 {
-		t.Errorf("%d requests failed, want 0", f)
-	}
-	if sh := resp.Restart.Rollout.Shares; len(sh) != 1 || sh[0].Measured < 15 || sh[0].Measured > 25 {
-		t.Errorf("rpwrap measured %+v, want one stage with 15-25%%", sh)
+			stage := count(answers, stageFrom, flipped.Add(-100*time.Millisecond))
+			after := count(answers, flipped, time.Now())
+			total := stage[oldPid] + stage[newPid]
+			t.Logf("canary stage: %d of %d new connections to the successor (%.1f%%); after the flip: %v; rpwrap counted %+v",
+				stage[newPid], total, 100*float64(stage[newPid])/float64(total), after, resp.Restart.Rollout.Shares)
+			if total < 2000 || stage[newPid]*100 < total*15 || stage[newPid]*100 > total*25 || len(stage) != 2 {
+				t.Errorf("during the stage: %v (old pid %d, new %d), want thousands and 15-25%% to the new one", stage, oldPid, newPid)
+			}
+			if after[newPid] < 500 || len(after) != 1 {
+				t.Errorf("after the flip: %v, want every connection on pid %d", after, newPid)
+			}
+			if f := count(answers, time.Time{}, time.Now())[0]; f != 0 {
+				t.Errorf("%d requests failed, want 0", f)
+			}
+			sh := resp.Restart.Rollout.Shares
+			switch {
+			case len(sh) != 1:
+				t.Errorf("rpwrap measured %+v, want one stage", sh)
+			case tc.selector == "ebpf" && (sh[0].Measured < 15 || sh[0].Measured > 25):
+				t.Errorf("rpwrap measured %+v, want 15-25%%", sh)
+			case tc.selector == "cbpf" && !strings.Contains(sh[0].Note, "counts nothing"):
+				t.Errorf("rpwrap measured %+v with cBPF, want a note that nothing was counted", sh)
+			}
+		})
 	}
 }
 

@@ -44,6 +44,9 @@ type ConfigStatus struct {
 	Control          string   `json:"control,omitempty"`
 	StopDelay        string   `json:"stop_delay"`
 	Health           string   `json:"health,omitempty"` // the health server's address, port resolved
+	Watch            string   `json:"watch"`
+	WatchCheck       string   `json:"watch_check,omitempty"`
+	Canary           string   `json:"canary,omitempty"` // PCT:DURATION,...
 }
 
 // Binary identifies the server's executable as it was when a generation
@@ -97,6 +100,7 @@ func (s *Supervisor) about(now time.Time) (*Process, *ConfigStatus) {
 		DrainDelay: c.DrainDelay.String(), ShutdownAtFlip: c.ShutdownAtFlip, MaxDraining: c.MaxDraining,
 		RestartOnFailure: c.RestartOnFailure, Control: c.ControlPath,
 		StopDelay: c.StopDelay.String(), Health: s.HealthAddr(),
+		Watch: c.Watch.String(), WatchCheck: c.WatchCheck.String(), Canary: canaryString(c.Canary),
 	}
 }
 

@@ -244,6 +244,8 @@ func (s *Supervisor) runCanary(ctx context.Context, old, g *generation, ro rollo
 		return fmt.Errorf("%s: not in a state to receive a canary share", g)
 	}
 	s.beginRollout(&RolloutStatus{Generation: g.n, Predecessor: old.n, Phase: "canary", Stages: ro.canary})
+	t0 := time.Now()
+	defer func() { res.Canary = time.Since(t0) }()
 	g.log.Info("canary begins", "stages", ro.canary)
 	for i, stage := range ro.canary {
 		if err := s.setShare(g, stage.Percent); err != nil {
@@ -340,4 +342,20 @@ func (r *RolloutStatus) Summary() string {
 		fmt.Fprintf(&b, "; rolled back: %s (back in %s)", r.Aborted, r.FlipBack)
 	}
 	return b.String()
+}
+
+// canaryString is the --canary form of stages.
+func canaryString(stages []CanaryStage) string {
+	parts := make([]string, len(stages))
+	for i, st := range stages {
+		parts[i] = st.String()
+	}
+	return strings.Join(parts, ",")
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "none"
+	}
+	return s
 }

@@ -108,13 +108,14 @@ type canarySelector interface {
 	canaryCount() (CanaryCount, error)
 }
 
-// SetCanary makes sel send about percent% of new connections (by a hash of
-// the 4-tuple, so a client retrying from the same port gets the same
-// answer) to slot s, and the others to the active slot; percent 0 ends the
-// split: every new connection goes to the active slot again. It is one map
-// write, and resets the counts CanaryCounts reports. It fails with an
-// error wrapping ErrNotSupported for a cBPF selector, ErrUnknownSlot for a
-// slot not in use, and when percent is above 100.
+// SetCanary makes sel send about percent% of new connections to slot s,
+// and the others to the active slot; percent 0 ends the split: every new
+// connection goes to the active slot again. EBPF splits by the kernel's
+// hash of the 4-tuple, in one map write that also resets the counts
+// CanaryCounts reports; CBPF by a hash of the source port, with a new
+// program. Either way a client retrying from the same source port gets
+// the same answer. It fails with ErrUnknownSlot for a slot not in use,
+// and when percent is not between 0 and 100.
 func SetCanary(sel Selector, s Slot, percent float64) error {
 	c, ok := sel.(canarySelector)
 	if !ok {
@@ -127,7 +128,8 @@ func SetCanary(sel Selector, s Slot, percent float64) error {
 }
 
 // CanaryCounts returns what sel counted since the last SetCanary; it fails
-// with an error wrapping ErrNotSupported for a cBPF selector.
+// with an error wrapping ErrNotSupported for a cBPF selector, which counts
+// nothing.
 func CanaryCounts(sel Selector) (CanaryCount, error) {
 	c, ok := sel.(canarySelector)
 	if !ok {

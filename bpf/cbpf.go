@@ -17,6 +17,7 @@ type cbpfSelector struct {
 	slots
 	order  []Slot // order[i] is the slot at kernel index i
 	probes map[uint16]Slot
+	canary canarySplit // cbpf_canary.go
 }
 
 func newCBPF(first syscall.Conn, group sockInfo) (Selector, error) {
@@ -87,6 +88,9 @@ func (s *cbpfSelector) Remove(slot Slot) error {
 			delete(s.probes, port)
 		}
 	}
+	if s.canary.slot == slot {
+		s.canary = canarySplit{}
+	}
 	if len(s.conns) == 0 {
 		return nil
 	}
@@ -147,7 +151,7 @@ func (s *cbpfSelector) Close() error {
 // attachLocked replaces the group's program with one built from the
 // current state, through the first member that is still in the group.
 func (s *cbpfSelector) attachLocked() error {
-	prog := classicProgram(s.indexLocked(s.cur), s.probeIndexesLocked())
+	prog := classicProgram(s.indexLocked(s.cur), s.probeIndexesLocked(), s.canaryIndexLocked())
 	fprog := &unix.SockFprog{Len: uint16(len(prog)), Filter: &prog[0]}
 	var errs []error
 	for _, slot := range s.order {

@@ -45,6 +45,9 @@ type ConfigStatus struct {
 	StopDelay        string   `json:"stop_delay"`
 	Health           string   `json:"health,omitempty"`  // the health server's address, port resolved
 	Metrics          string   `json:"metrics,omitempty"` // the metrics endpoint's address, port resolved
+	Watch            string   `json:"watch"`
+	WatchCheck       string   `json:"watch_check,omitempty"`
+	Canary           string   `json:"canary,omitempty"` // PCT:DURATION,...
 }
 
 // Binary identifies the server's executable as it was when a generation
@@ -98,6 +101,7 @@ func (s *Supervisor) about(now time.Time) (*Process, *ConfigStatus) {
 		DrainDelay: c.DrainDelay.String(), ShutdownAtFlip: c.ShutdownAtFlip, MaxDraining: c.MaxDraining,
 		RestartOnFailure: c.RestartOnFailure, Control: c.ControlPath,
 		StopDelay: c.StopDelay.String(), Health: s.HealthAddr(), Metrics: s.MetricsAddr(),
+		Watch: c.Watch.String(), WatchCheck: c.WatchCheck.String(), Canary: canaryString(c.Canary),
 	}
 }
 

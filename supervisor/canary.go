@@ -24,7 +24,8 @@ import (
 //
 // During a canary stage the successor is in StateCanary and the selector
 // sends it about Percent% of new connections, by a hash of the 4-tuple
-// (bpf.SetCanary); the predecessor stays active. During the watch the
+// (bpf.SetCanary; cBPF: by a hash of the source port, uncounted); the
+// predecessor stays active. During the watch the
 // successor is active and the predecessor in StateStandby: deselected,
 // still running, not told to stop. Going back is one map write: the
 // canary's weight to 0, or the active slot back to the predecessor.
@@ -131,7 +132,8 @@ type StageShare struct {
 	Percent     float64 `json:"percent"` // asked
 	Successor   uint64  `json:"successor"`
 	Predecessor uint64  `json:"predecessor"`
-	Measured    float64 `json:"measured"` // percent
+	Measured    float64 `json:"measured"`       // percent
+	Note        string  `json:"note,omitempty"` // why nothing was counted
 }
 
 // rollouts is the supervisor's view of the rollout in progress.
@@ -195,15 +197,16 @@ func (s *Supervisor) updateRollout(fn func(st *RolloutStatus)) {
 }
 
 // endRollout keeps the rollout in progress as the last one, ended in
-// phase (and why, when aborted), and returns a copy.
-func (s *Supervisor) endRollout(phase, why string) *RolloutStatus {
+// phase (and, when rolled back, why and how long the way back took), and
+// returns a copy. Events and metrics of a rollout's end belong here.
+func (s *Supervisor) endRollout(phase, why string, back time.Duration) *RolloutStatus {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	st := s.roll.cur
 	if st == nil {
 		return nil
 	}
-	st.Phase, st.Aborted, st.Until = phase, why, nil
+	st.Phase, st.Aborted, st.FlipBack, st.Until = phase, why, back, nil
 	s.roll.last, s.roll.cur = st, nil
 	close(s.roll.ended)
 	s.roll.ended = nil
@@ -226,17 +229,6 @@ func (s *Supervisor) rolloutSnapshotLocked() *RolloutStatus {
 	return &c
 }
 
-// refuseCanary fails when a canary is configured and the selector cannot
-// split: classic BPF has no map to change a weight in one write (a split
-// by source port is expressible, but rpwrap does not build one).
-func (s *Supervisor) refuseCanary() error {
-	if len(s.cfg.Canary) == 0 || s.Flavour() != bpf.CBPF {
-		return nil
-	}
-	return fmt.Errorf("--canary needs the eBPF selector, and this rpwrap has the classic BPF one (--selector %s): "+
-		"give rpwrap CAP_BPF (or root) and --selector ebpf, or drop --canary (--watch works with either selector)", s.cfg.Selector)
-}
-
 // runCanary runs the canary stages of ro between old, active, and g,
 // ready: each sends its share of new connections to g for its time, while
 // g is watched (observe). It returns nil when the stages have ended or
@@ -252,6 +244,8 @@ func (s *Supervisor) runCanary(ctx context.Context, old, g *generation, ro rollo
 		return fmt.Errorf("%s: not in a state to receive a canary share", g)
 	}
 	s.beginRollout(&RolloutStatus{Generation: g.n, Predecessor: old.n, Phase: "canary", Stages: ro.canary})
+	t0 := time.Now()
+	defer func() { res.Canary = time.Since(t0) }()
 	g.log.Info("canary begins", "stages", ro.canary)
 	for i, stage := range ro.canary {
 		if err := s.setShare(g, stage.Percent); err != nil {
@@ -294,14 +288,18 @@ func (s *Supervisor) clearShare() {
 	}
 }
 
-// countStage records what the selectors counted in the stage that ends.
+// countStage records what the selectors counted in the stage that ends
+// (events and metrics of a stage belong here).
 func (s *Supervisor) countStage(stage CanaryStage) {
 	sh := StageShare{Percent: stage.Percent}
 	for _, grp := range s.groups {
-		if c, err := bpf.CanaryCounts(grp.sel); err == nil {
-			sh.Successor += c.Canary
-			sh.Predecessor += c.Rest
+		c, err := bpf.CanaryCounts(grp.sel)
+		if err != nil {
+			sh.Note = "not counted: " + err.Error()
+			continue
 		}
+		sh.Successor += c.Canary
+		sh.Predecessor += c.Rest
 	}
 	sh.Measured = bpf.CanaryCount{Canary: sh.Successor, Rest: sh.Predecessor}.Share()
 	s.updateRollout(func(st *RolloutStatus) { st.Shares = append(st.Shares, sh) })
@@ -316,10 +314,7 @@ func (s *Supervisor) abortCanary(old, g *generation, why error, res *RestartResu
 	s.clearShare()
 	back := time.Since(t)
 	err := fmt.Errorf("canary aborted, generation %d serves every new connection again: %w", old.n, why)
-	res.Rollout = s.endRollout("rolled back", why.Error())
-	if res.Rollout != nil {
-		res.Rollout.FlipBack = back
-	}
+	res.Rollout = s.endRollout("rolled back", why.Error(), back)
 	s.retireRolledBack(g, time.Now())
 	return err
 }
@@ -336,6 +331,10 @@ func (r *RolloutStatus) Summary() string {
 		fmt.Fprintf(&b, " until %s", r.Until.Format(time.RFC3339))
 	}
 	for i, sh := range r.Shares {
+		if sh.Note != "" {
+			fmt.Fprintf(&b, "; stage %d (asked %g%%): %s", i+1, sh.Percent, sh.Note)
+			continue
+		}
 		fmt.Fprintf(&b, "; stage %d: %d of %d new connections to the successor (%.1f%%, asked %g%%)",
 			i+1, sh.Successor, sh.Successor+sh.Predecessor, sh.Measured, sh.Percent)
 	}
@@ -343,4 +342,20 @@ func (r *RolloutStatus) Summary() string {
 		fmt.Fprintf(&b, "; rolled back: %s (back in %s)", r.Aborted, r.FlipBack)
 	}
 	return b.String()
+}
+
+// canaryString is the --canary form of stages.
+func canaryString(stages []CanaryStage) string {
+	parts := make([]string, len(stages))
+	for i, st := range stages {
+		parts[i] = st.String()
+	}
+	return strings.Join(parts, ",")
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "none"
+	}
+	return s
 }

@@ -20,7 +20,8 @@ type RestartResult struct {
 	Error       string         `json:"error,omitempty"`        // why it was rolled back; "" on success
 	Ready       time.Duration  `json:"ready_ns"`               // successor start to ready
 	ToFlip      time.Duration  `json:"to_flip_ns"`             // trigger to flip
-	Overhead    time.Duration  `json:"overhead_ns"`            // ToFlip minus Ready: rpwrap's own share
+	Overhead    time.Duration  `json:"overhead_ns"`            // ToFlip minus Ready and Canary: rpwrap's own share
+	Canary      time.Duration  `json:"canary_ns,omitempty"`    // the canary stages, part of ToFlip
 	Flip        time.Duration  `json:"flip_ns"`                // the map updates themselves
 	Drained     bool           `json:"drained,omitempty"`      // the predecessor has been drained and retired
 	Drain       time.Duration  `json:"drain_ns"`               // flip to predecessor retired, once Drained
@@ -88,13 +89,13 @@ func (s *Supervisor) restart(ctx context.Context, ro rollout) (res RestartResult
 	if err := s.flip(old, g); err != nil {
 		s.standBy(old, rollout{})
 		s.clearShare()
-		s.endRollout("rolled back", err.Error())
+		s.endRollout("rolled back", err.Error(), 0)
 		s.retire(g, StateAbandoned)
 		return fail(err)
 	}
 	res.Flip = time.Since(tf)
 	res.ToFlip = time.Since(t0)
-	res.Overhead = res.ToFlip - res.Ready
+	res.Overhead = res.ToFlip - res.Ready - res.Canary
 	g.log.Info("flipped: new connections go to the successor", "ready_after", res.Ready.Round(time.Millisecond), "flip", res.Flip)
 	if err := s.watchAfterFlip(ctx, old, g, ro, &res); err != nil {
 		return fail(err) // flipped back, g retired

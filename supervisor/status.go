@@ -220,6 +220,9 @@ func (c *ConfigStatus) write(w io.Writer) {
 		fmt.Fprint(w, ", restart on failure")
 	}
 	fmt.Fprintln(w)
+	if c.Canary != "" || c.Watch != "0s" {
+		fmt.Fprintf(w, "watch:     %s, check %s; canary %s\n", c.Watch, orNone(c.WatchCheck), orNone(c.Canary))
+	}
 }
 
 // summary describes one restart on a line.
@@ -230,6 +233,9 @@ func (r *RestartResult) summary() string {
 	}
 	s := fmt.Sprintf("%s generation %d ready in %s, flipped %s after the trigger (rpwrap's share %s)",
 		at, r.Generation, r.Ready.Round(time.Millisecond), r.ToFlip.Round(time.Millisecond), r.Overhead.Round(10*time.Microsecond))
+	if r.Canary > 0 {
+		s += fmt.Sprintf(", after a canary of %s", r.Canary.Round(time.Millisecond))
+	}
 	if r.Drained {
 		return s + fmt.Sprintf(", generation %d drained in %s", r.Predecessor, r.Drain.Round(time.Millisecond))
 	}

@@ -147,9 +147,6 @@ func New(cfg Config) (_ *Supervisor, err error) {
 		first.slots = append(first.slots, sel.Active())
 	}
 	s.gens = []*generation{first}
-	if err := s.refuseCanary(); err != nil {
-		return nil, err
-	}
 	s.warnForeign()
 	return s, nil
 }

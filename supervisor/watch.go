@@ -61,7 +61,7 @@ func (s *Supervisor) watchAfterFlip(ctx context.Context, old, g *generation, ro 
 	}
 	if ro.watch <= 0 {
 		if len(ro.canary) > 0 {
-			res.Rollout = s.endRollout("promoted", "")
+			res.Rollout = s.endRollout("promoted", "", 0)
 		}
 		return nil
 	}
@@ -74,7 +74,7 @@ func (s *Supervisor) watchAfterFlip(ctx context.Context, old, g *generation, ro 
 	_, err := s.observe(ctx, old, g, until)
 	if err == nil {
 		s.setState(old, StateDraining)
-		res.Rollout = s.endRollout("promoted", "")
+		res.Rollout = s.endRollout("promoted", "", 0)
 		g.log.Info("watch ended well: the predecessor drains", "predecessor", old.n)
 		return nil
 	}
@@ -83,10 +83,7 @@ func (s *Supervisor) watchAfterFlip(ctx context.Context, old, g *generation, ro 
 		err = errors.Join(err, ferr)
 	}
 	back := time.Since(t)
-	res.Rollout = s.endRollout("rolled back", err.Error())
-	if res.Rollout != nil {
-		res.Rollout.FlipBack = back
-	}
+	res.Rollout = s.endRollout("rolled back", err.Error(), back)
 	s.cfg.Log.Warn("flipped back: the predecessor serves every new connection again", "generation", old.n, "pid", old.pid,
 		"successor", g.n, "why", err, "flip_back", back)
 	s.retireRolledBack(g, t)

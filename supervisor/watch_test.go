@@ -58,7 +58,7 @@ func TestWatchFlipsBack(t *testing.T) {
 			r.retired(2)
 			r.wantFinal(2, tc.final)
 			r.wantStates("1:active")
-			if st := r.s.Status(); st.Rollout == nil || st.Rollout.Aborted == "" {
+			if st := r.s.Status(); st.Rollout == nil || st.Rollout.Aborted == "" || st.Rollout.FlipBack == 0 {
 				t.Errorf("status rollout %+v, want the reason it was rolled back", st.Rollout)
 			}
 			if code := r.stop(); code != 0 {
@@ -96,5 +96,27 @@ func TestWatchEndsWellOnPromote(t *testing.T) {
 		t.Errorf("abort with nothing running: %v, want %v", err, errNoRollout)
 	}
 	r.stop()
+	r.clean()
+}
+
+// TestStopDuringTheWatch: SIGTERM (the end of Run's context) during a
+// watch rolls it back, and rpwrap exits with the predecessor's status;
+// both generations end, nothing is left.
+func TestStopDuringTheWatch(t *testing.T) {
+	r := newRig(t, 1, func(c *Config) { c.Watch = time.Minute })
+	r.os.plan(1).stopStatus = exitCode(7)
+	r.run(context.Background(), true)
+	answered := make(chan error, 1)
+	go func() { _, err := r.restart(false); answered <- err }()
+	deadline := time.Now().Add(10 * time.Second)
+	for r.state(1) != StateStandby && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if code := r.stop(); code != 7 {
+		t.Errorf("exit status %d, want the predecessor's 7", code)
+	}
+	wantErr(t, "restart", <-answered, "rpwrap is stopping")
+	r.wantFinal(1, StateStopped)
+	r.retired(2)
 	r.clean()
 }

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -145,69 +147,141 @@ func (w *wrapper) waitRollout(phase string) supervisor.RolloutStatus {
 	return r
 }
 
-// A 20% canary for 6s under load: new connections started during the
-// stage reach the successor between 15% and 25% of the time, every one
-// started after the flip reaches it, and no request fails.
+// A 20% canary under load: new connections started during the stage
+// reach the successor between 15% and 25% of the time, every one started
+// after the flip reaches it, and no request fails. eBPF splits by flow
+// hash and counts; cBPF splits by source port and counts nothing.
 func TestCanaryShareUnderLoad(t *testing.T) {
-	w := startWrapper(t, []string{"--listen", "127.0.0.1:0", "--selector", "ebpf", "--ready", "notify"})
-	oldPid := w.activePid()
-	load := startPidLoad(w.addr, 8)
-	load.waitMore(t, 200)
-	done := w.ctlRestart(supervisor.Request{Canary: "20%:6s"})
-	w.waitRollout("canary")
-	stageFrom := time.Now()
-	resp := <-done
-	flipped := time.Now()
-	if !resp.OK {
-		t.Fatalf("restart with a canary: %s", resp.Error)
-	}
-	newPid := resp.Restart.Pid
-	load.waitMore(t, 1000)
-	answers := load.finish()
+	for _, tc := range []struct{ selector, canary string }{{"ebpf", "20%:6s"}, {"cbpf", "20%:3s"}} {
+		t.Run(tc.selector, func(t *testing.T) {
+			w := startWrapper(t, []string{"--listen", "127.0.0.1:0", "--selector", tc.selector, "--ready", "notify"})
+			oldPid := w.activePid()
+			load := startPidLoad(w.addr, 8)
+			load.waitMore(t, 200)
+			done := w.ctlRestart(supervisor.Request{Canary: tc.canary})
+			w.waitRollout("canary")
+			stageFrom := time.Now()
+			resp := <-done
+			flipped := time.Now()
+			if !resp.OK {
+				t.Fatalf("restart with a canary: %s", resp.Error)
+			}
+			newPid := resp.Restart.Pid
+			load.waitMore(t, 1000)
+			answers := load.finish()
 
-	stage := count(answers, stageFrom, flipped.Add(-100*time.Millisecond))
-	after := count(answers, flipped, time.Now())
-	total := stage[oldPid] + stage[newPid]
-	t.Logf("canary stage: %d of %d new connections to the successor (%.1f%%); after the flip: %v; rpwrap counted %+v",
-		stage[newPid], total, 100*float64(stage[newPid])/float64(total), after, resp.Restart.Rollout.Shares)
-	if total < 2000 || stage[newPid]*100 < total*15 || stage[newPid]*100 > total*25 || len(stage) != 2 {
-		t.Errorf("during the stage: %v (old pid %d, new %d), want thousands and 15-25%% to the new one", stage, oldPid, newPid)
-	}
-	if after[newPid] < 500 || len(after) != 1 {
-		t.Errorf("after the flip: %v, want every connection on pid %d", after, newPid)
-	}
-	if f := count(answers, time.Time{}, time.Now())[0]; f != 0 {
-		t.Errorf("%d requests failed, want 0", f)
-	}
-	if sh := resp.Restart.Rollout.Shares; len(sh) != 1 || sh[0].Measured < 15 || sh[0].Measured > 25 {
-		t.Errorf("rpwrap measured %+v, want one stage with 15-25%%", sh)
+			stage := count(answers, stageFrom, flipped.Add(-100*time.Millisecond))
+			after := count(answers, flipped, time.Now())
+			total := stage[oldPid] + stage[newPid]
+			t.Logf("canary stage: %d of %d new connections to the successor (%.1f%%); after the flip: %v; rpwrap counted %+v",
+				stage[newPid], total, 100*float64(stage[newPid])/float64(total), after, resp.Restart.Rollout.Shares)
+			if total < 2000 || stage[newPid]*100 < total*15 || stage[newPid]*100 > total*25 || len(stage) != 2 {
+				t.Errorf("during the stage: %v (old pid %d, new %d), want thousands and 15-25%% to the new one", stage, oldPid, newPid)
+			}
+			if after[newPid] < 500 || len(after) != 1 {
+				t.Errorf("after the flip: %v, want every connection on pid %d", after, newPid)
+			}
+			if f := count(answers, time.Time{}, time.Now())[0]; f != 0 {
+				t.Errorf("%d requests failed, want 0", f)
+			}
+			sh := resp.Restart.Rollout.Shares
+			switch {
+			case len(sh) != 1:
+				t.Errorf("rpwrap measured %+v, want one stage", sh)
+			case tc.selector == "ebpf" && (sh[0].Measured < 15 || sh[0].Measured > 25):
+				t.Errorf("rpwrap measured %+v, want 15-25%%", sh)
+			case tc.selector == "cbpf" && !strings.Contains(sh[0].Note, "counts nothing"):
+				t.Errorf("rpwrap measured %+v with cBPF, want a note that nothing was counted", sh)
+			}
+		})
 	}
 }
 
-// A successor that crashes 1.5s into a 5s watch: rpwrap flips back to the
-// predecessor (the same pid, never signalled), which answers every later
-// request; the restart fails with the reason; at most the requests in
-// flight on the crashed successor fail.
-func TestWatchFlipsBackWhenTheSuccessorCrashes(t *testing.T) {
+// A successor that fails is rolled back, under load: it crashes 1.5s into
+// a 5s watch or into a canary stage, or fails its --watch-check. rpwrap
+// flips back to the predecessor (the same pid, never signalled), which
+// answers every later request; the restart fails with the reason; at most
+// the requests in flight on a crashed successor fail, none when it only
+// failed its check.
+func TestFailingSuccessorIsRolledBack(t *testing.T) {
 	const clients = 8
-	exe := testBinary(t)
-	w := startWrapperCommand(t, []string{"--listen", "127.0.0.1:0", "--selector", "ebpf", "--ready", "notify", "--watch", "5s",
-		"--", "/bin/sh", "-c", onlyGeneration(2, "-crash-after-ready", "1500ms"), exe})
-	oldPid := w.activePid()
-	load := startPidLoad(w.addr, clients)
-	load.waitMore(t, 200)
-	start := time.Now()
-	resp := <-w.ctlRestart(supervisor.Request{})
-	back := time.Now()
-	if resp.OK || !strings.Contains(resp.Error, "watch failed, flipped back to generation 1") || !strings.Contains(resp.Error, "exited (exit status 3)") {
-		t.Fatalf("restart: ok=%v error %q, want it to fail with the successor's exit", resp.OK, resp.Error)
+	for _, tc := range []struct {
+		name      string
+		flags     []string
+		server    []string // generation 2's demo server flags
+		trigger   func(w *wrapper, dir string)
+		want      []string
+		maxFailed int
+	}{
+		{name: "crash in the watch", flags: []string{"--watch", "5s"}, server: []string{"-crash-after-ready", "1500ms"},
+			want: []string{"watch failed, flipped back to generation 1", "exited (exit status 3)"}, maxFailed: clients},
+		{name: "crash in the canary", flags: []string{"--canary", "20%:5s"}, server: []string{"-crash-after-ready", "1500ms"},
+			want: []string{"canary aborted, generation 1 serves every new connection again", "exited (exit status 3)"}, maxFailed: clients},
+		{name: "watch check fails", flags: []string{"--watch", "30s", "--watch-check", "exec:test ! -e $RPWRAP_TEST_DIR/fail"},
+			trigger: func(w *wrapper, dir string) {
+				w.waitRollout("watch")
+				time.Sleep(1500 * time.Millisecond) // a check or two pass first
+				if err := os.WriteFile(filepath.Join(dir, "fail"), nil, 0o600); err != nil {
+					w.t.Fatal(err)
+				}
+			},
+			want: []string{"watch failed, flipped back to generation 1", "failed --watch-check exec:test ! -e"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			t.Setenv("RPWRAP_TEST_DIR", dir)
+			exe := testBinary(t)
+			args := append(append([]string{"--listen", "127.0.0.1:0", "--selector", "ebpf", "--ready", "notify"}, tc.flags...),
+				"--", "/bin/sh", "-c", onlyGeneration(2, tc.server...), exe)
+			w := startWrapperCommand(t, args)
+			oldPid := w.activePid()
+			load := startPidLoad(w.addr, clients)
+			load.waitMore(t, 200)
+			start := time.Now()
+			done := w.ctlRestart(supervisor.Request{})
+			if tc.trigger != nil {
+				tc.trigger(w, dir)
+			}
+			resp := <-done
+			back := time.Now()
+			for _, want := range tc.want {
+				if resp.OK || !strings.Contains(resp.Error, want) {
+					t.Fatalf("restart: ok=%v error %q, want it to fail with %q", resp.OK, resp.Error, want)
+				}
+			}
+			load.waitMore(t, 1000)
+			answers := load.finish()
+			newPid := resp.Restart.Pid
+			during, after := count(answers, start, back), count(answers, back, time.Now())
+			r := resp.Restart.Rollout
+			t.Logf("during the restart: %v (old pid %d, new %d); after: %v; back to the predecessor %s after rpwrap saw the failure; "+
+				"clients: last answer from the successor to the first new connection answered by the predecessor %s",
+				during, oldPid, newPid, after, r.FlipBack, servedGap(answers, oldPid, newPid))
+			if during[newPid] == 0 || during[oldPid] == 0 {
+				t.Errorf("during the restart: %v, want both generations to answer", during)
+			}
+			if len(after) != 1 || after[oldPid] < 1000 {
+				t.Errorf("after the flip back: %v, want every request on the predecessor %d", after, oldPid)
+			}
+			if f := count(answers, time.Time{}, time.Now())[0]; f > tc.maxFailed {
+				t.Errorf("%d requests failed, want at most %d (in flight on a crashed successor)", f, tc.maxFailed)
+			} else {
+				t.Logf("%d requests failed (at most %d)", f, tc.maxFailed)
+			}
+			waitUntil(t, "the successor retired", func() bool { return len(w.status().Generations) == 1 })
+			if g := w.status().Generations[0]; g.Pid != oldPid || g.State != supervisor.StateActive {
+				t.Errorf("status after the flip back: %+v, want pid %d active", g, oldPid)
+			}
+			if st := w.status(); st.Rollout == nil || st.Rollout.Phase != "rolled back" || st.Rollout.Aborted == "" {
+				t.Errorf("status rollout %+v, want rolled back with the reason", st.Rollout)
+			}
+		})
 	}
-	load.waitMore(t, 1000)
-	answers := load.finish()
-	newPid := resp.Restart.Pid
-	during := count(answers, start, back)
-	after := count(answers, back, time.Now())
-	// The successor's last answer, and the predecessor's first after it: the gap the clients saw.
+}
+
+// servedGap is the time from the successor's last answer to the first
+// request after it that the predecessor answered.
+func servedGap(answers []pidAnswer, oldPid, newPid int) time.Duration {
 	var lastNew, firstOld time.Time
 	for _, a := range answers {
 		if a.pid == newPid && a.at.After(lastNew) {
@@ -219,24 +293,7 @@ func TestWatchFlipsBackWhenTheSuccessorCrashes(t *testing.T) {
 			firstOld = a.at
 		}
 	}
-	r := resp.Restart.Rollout
-	t.Logf("during the restart: %v (old pid %d, new %d); after: %v; flip back %s after rpwrap saw the exit; "+
-		"clients: last answer from the successor to the first new connection answered by the predecessor %s",
-		during, oldPid, newPid, after, r.FlipBack, firstOld.Sub(lastNew).Round(time.Millisecond))
-	if during[newPid] == 0 || during[oldPid] == 0 {
-		t.Errorf("during the restart: %v, want both generations to answer", during)
-	}
-	if len(after) != 1 || after[oldPid] < 1000 {
-		t.Errorf("after the flip back: %v, want every request on the predecessor %d", after, oldPid)
-	}
-	if f := count(answers, time.Time{}, time.Now())[0]; f > clients {
-		t.Errorf("%d requests failed, want at most the %d that can be in flight on the crashed successor", f, clients)
-	} else {
-		t.Logf("%d requests failed (in flight on the crashed successor; at most %d)", f, clients)
-	}
-	if st := w.status(); len(st.Generations) != 1 || st.Generations[0].Pid != oldPid || st.Generations[0].State != supervisor.StateActive {
-		t.Errorf("status after the flip back: %+v, want pid %d alone and active", st.Generations, oldPid)
-	}
+	return firstOld.Sub(lastNew).Round(time.Millisecond)
 }
 
 // The control: without --watch the same crash, after the predecessor was

@@ -222,6 +222,10 @@ func waitingFor(path string, wait bool) string {
 	if err != nil || resp.Status == nil {
 		return unknown
 	}
+	if r := resp.Status.Rollout; r != nil && (r.Phase == "canary" || r.Phase == "watch") {
+		return fmt.Sprintf("waiting for the %s of generation %d to end (%s); rpwrap ctl promote ends it now, rpwrap ctl abort rolls it back",
+			r.Phase, r.Generation, r.Summary())
+	}
 	for _, g := range resp.Status.Generations {
 		if g.State == supervisor.StateStarting || g.State == supervisor.StateReady {
 			return fmt.Sprintf("waiting for the restart in progress: generation %d (pid %d) has been %s for %s; a restart asked for meanwhile runs after it",

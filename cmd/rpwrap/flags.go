@@ -307,8 +307,8 @@ Flags (each also from the environment variable in brackets):
                              connections (by a hash of the client's address and port) to the new
                              generation for DURATION, stage after stage (e.g. 5%:1m,50%:5m); then
                              the flip and --watch. An exit or a failed --watch-check aborts: every
-                             new connection back to the old one. Needs the eBPF selector
-                             (--selector ebpf)  [RPWRAP_CANARY]
+                             new connection back to the old one. With --selector cbpf the split
+                             is by a hash of the client's port alone, and is not counted  [RPWRAP_CANARY]
   --shutdown-at-flip         shutdown(2) the old sockets right at the flip instead of after the
                              drain (default off: servers log errors when accept() fails)  [RPWRAP_SHUTDOWN_AT_FLIP]
   --restart-on-failure       when the serving generation dies, start a new one on the same

@@ -37,6 +37,7 @@ type GenerationStatus struct {
 	Flipped    *time.Time `json:"flipped,omitempty"`  // when it became the active one
 	Deadline   *time.Time `json:"deadline,omitempty"` // draining: when it is killed
 	Queued     []uint32   `json:"queued"`             // accept-queue depth per listener, in --listen order
+	Flows      []int      `json:"flows,omitempty"`    // UDP flows it serves per listener (flow table), when a group keeps flows
 	Age        string     `json:"age"`                // since Started
 	Binary     Binary     `json:"binary"`             // the server's executable at spawn time
 }
@@ -74,6 +75,9 @@ func (s *Supervisor) Status() Status {
 	s.mu.Unlock()
 	for _, grp := range s.groups {
 		st.Listeners = append(st.Listeners, grp.spec.String())
+	}
+	for i, f := range s.flowCounts(gens) {
+		st.Generations[i].Flows = f
 	}
 	for i, g := range gens {
 		for _, l := range g.listeners {
@@ -116,6 +120,7 @@ func (st Status) Write(w io.Writer) {
 	for _, g := range st.Generations {
 		fmt.Fprintf(w, "generation %d binary: %s\n", g.Generation, g.Binary)
 	}
+	writeFlows(w, st.Generations)
 }
 
 // write prints the configuration, a few settings a line.

@@ -6,6 +6,9 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
@@ -47,6 +50,16 @@ func ParseFlowMode(s string) (FlowMode, error) {
 // table takes some 6.5 MB.
 const MaxFlows = 65536
 
+// flowValue is the flow table's value: the slot and when the program last
+// saw a datagram of the flow (bpf_ktime_get_coarse_ns, CLOCK_MONOTONIC_COARSE).
+type flowValue struct {
+	Slot uint32
+	_    uint32
+	Seen uint64
+}
+
+const flowValueSize = 16
+
 // flowKeySize is the flow table's key: the UDP header's source and
 // destination ports as they are on the wire, the IP version (4 or 6), and
 // the source and destination addresses (IPv4: 8 bytes, then 24 zeros;
@@ -56,7 +69,7 @@ const flowKeySize = 40
 // Stack of the flow route, below the slots the other routes use.
 const (
 	flowKey = -56 // flowKeySize bytes: -56 .. -17
-	flowVal = -64 // u32 slot written to the flow table
+	flowVal = -72 // flowValueSize bytes written to the flow table: -72 .. -57
 )
 
 // mdEthProtocol is struct sk_reuseport_md's eth_protocol (skb->protocol,
@@ -85,7 +98,7 @@ func (f *flowMaps) load() (err error) {
 	if f.mode == FlowsOff || f.mode == "" {
 		return nil
 	}
-	f.flows, err = ebpf.NewMap(&ebpf.MapSpec{Name: "rpwrap_flows", Type: ebpf.LRUHash, KeySize: flowKeySize, ValueSize: 4, MaxEntries: MaxFlows})
+	f.flows, err = ebpf.NewMap(&ebpf.MapSpec{Name: "rpwrap_flows", Type: ebpf.LRUHash, KeySize: flowKeySize, ValueSize: flowValueSize, MaxEntries: MaxFlows})
 	if err != nil {
 		return fmt.Errorf("create LRU hash map rpwrap_flows: %w", err)
 	}
@@ -150,7 +163,10 @@ func tupleRoute(sockets, active, flows int) asm.Instructions {
 		asm.Add.Imm(asm.R2, flowKey),
 		asm.FnMapLookupElem.Call(),
 		asm.JEq.Imm(asm.R0, 0, "flow_new"),
-		asm.LoadMem(asm.R7, asm.R0, 0, asm.Word),
+		asm.Mov.Reg(asm.R7, asm.R0),
+		asm.FnKtimeGetCoarseNs.Call(),
+		asm.StoreMem(asm.R7, 8, asm.R0, asm.DWord), // seen
+		asm.LoadMem(asm.R7, asm.R7, 0, asm.Word),
 	)
 	insns = append(insns, selectSlot(sockets, asm.R7, routeFlow)...)
 	return append(insns, placeFlow(sockets, active, flows)...)
@@ -171,6 +187,9 @@ func placeFlow(sockets, active, flows int) asm.Instructions {
 		asm.JEq.Imm(asm.R0, 0, "active"),
 		asm.LoadMem(asm.R7, asm.R0, 0, asm.Word),
 		asm.StoreMem(asm.RFP, flowVal, asm.R7, asm.Word),
+		asm.StoreImm(asm.RFP, flowVal+4, 0, asm.Word),
+		asm.FnKtimeGetCoarseNs.Call(),
+		asm.StoreMem(asm.RFP, flowVal+8, asm.R0, asm.DWord),
 		asm.LoadMapPtr(asm.R1, flows),
 		asm.Mov.Reg(asm.R2, asm.RFP),
 		asm.Add.Imm(asm.R2, flowKey),
@@ -222,10 +241,10 @@ func (s *ebpfSelector) flowCounts() (map[Slot]int, bool) {
 	}
 	counts := map[Slot]int{}
 	var k [flowKeySize]byte
-	var v uint32
+	var v flowValue
 	it := s.flow.flows.Iterate()
 	for it.Next(&k, &v) {
-		counts[Slot(v)]++
+		counts[Slot(v.Slot)]++
 	}
 	return counts, it.Err() == nil
 }
@@ -240,10 +259,10 @@ func (s *ebpfSelector) forgetFlowsLocked(slot Slot) error {
 	}
 	var keys [][flowKeySize]byte
 	var k [flowKeySize]byte
-	var v uint32
+	var v flowValue
 	it := s.flow.flows.Iterate()
 	for it.Next(&k, &v) {
-		if Slot(v) == slot {
+		if Slot(v.Slot) == slot {
 			keys = append(keys, k)
 		}
 	}
@@ -254,6 +273,66 @@ func (s *ebpfSelector) forgetFlowsLocked(slot Slot) error {
 		if err := s.flow.flows.Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 			return fmt.Errorf("delete flow of slot %d: %w", slot, err)
 		}
+	}
+	return nil
+}
+
+// FlowActivity reports how many flows of the flow table of sel's group
+// belong to slot, and how long ago the last datagram of any of them came
+// (0 when there are none). ok is false when sel keeps no flows or is
+// closed.
+func FlowActivity(sel Selector, slot Slot) (flows int, idle time.Duration, ok bool) {
+	s, is := sel.(*ebpfSelector)
+	if !is {
+		return 0, 0, false
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed || s.flow.flows == nil {
+		return 0, 0, false
+	}
+	var last uint64
+	var k [flowKeySize]byte
+	var v flowValue
+	it := s.flow.flows.Iterate()
+	for it.Next(&k, &v) {
+		if Slot(v.Slot) == slot {
+			flows++
+			last = max(last, v.Seen)
+		}
+	}
+	if it.Err() != nil || flows == 0 {
+		return flows, 0, it.Err() == nil
+	}
+	var now unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC_COARSE, &now); err != nil {
+		return flows, 0, false
+	}
+	if n := uint64(now.Nano()); n > last {
+		idle = time.Duration(n - last)
+	}
+	return flows, idle, true
+}
+
+// Deselect takes slot out of the socket map while its socket stays open
+// and the slot stays taken (until Remove): nothing reaches the socket any
+// more, and the flows of slot go to the active slot with their next
+// datagram. It fails with ErrUnknownSlot, and for the active slot.
+func Deselect(sel Selector, slot Slot) error {
+	s, is := sel.(*ebpfSelector)
+	if !is {
+		return fmt.Errorf("deselect slot %d: %w", slot, ErrNotSupported)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.usableLocked(slot); err != nil {
+		return fmt.Errorf("deselect slot %d of reuseport group %s: %w", slot, s.group, err)
+	}
+	if slot == s.cur {
+		return fmt.Errorf("deselect slot %d of reuseport group %s: it is the active slot", slot, s.group)
+	}
+	if err := s.sockets.Delete(uint32(slot)); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return fmt.Errorf("deselect slot %d of reuseport group %s: %w", slot, s.group, err)
 	}
 	return nil
 }

@@ -203,3 +203,44 @@ func TestQUICServerIDRoutesAcrossAddresses(t *testing.T) {
 func newCBPF4(t *testing.T) Selector {
 	return newSelector(t, listenUDP(t, "udp4", "127.0.0.1:0"), CBPF)
 }
+
+func TestDeselectMovesFlowsWhileTheSocketLives(t *testing.T) {
+	testutil.RequireRoot(t)
+	const n = 20
+	ua := listenUDP(t, "udp4", "127.0.0.1:0")
+	ub := listenUDP(t, "udp4", ua.LocalAddr().String())
+	sel, err := NewWithFlows(ua, EBPF, FlowsTuple)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sel.Close() })
+	echoID(t, ua, 'A')
+	old := make([]*net.UDPConn, n)
+	for i := range old {
+		old[i] = dialUDP(t, "udp4", ua.LocalAddr())
+	}
+	answers(t, old)
+	b := add(t, sel, ub)
+	echoID(t, ub, 'B')
+	activate(t, sel, b)
+	if err := Deselect(sel, b); err == nil {
+		t.Fatal("Deselect of the active slot: no error")
+	}
+	flows, idle, ok := FlowActivity(sel, 0)
+	if !ok || flows != n || idle > 10*time.Second {
+		t.Fatalf("FlowActivity of slot 0: %d flows, idle %v, ok %v; want %d flows, just seen", flows, idle, ok, n)
+	}
+	time.Sleep(100 * time.Millisecond)
+	if _, idle, _ := FlowActivity(sel, 0); idle < 50*time.Millisecond {
+		t.Fatalf("FlowActivity after 100ms without datagrams: idle %v", idle)
+	}
+	if err := Deselect(sel, 0); err != nil {
+		t.Fatal(err)
+	}
+	if got := answers(t, old); got['B'] != n {
+		t.Fatalf("old flows after Deselect: answers %v, want all %d from B", got, n)
+	}
+	if err := sel.Remove(0); err != nil {
+		t.Fatal(err)
+	}
+}

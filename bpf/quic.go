@@ -28,7 +28,7 @@ import (
 // other datagram: a new connection lands on the active slot.
 const (
 	quicIDOffset = 1 // the server id's offset in a connection ID
-	stackQUICID  = -68
+	stackQUICID  = -76
 )
 
 // MaxServerID is the largest QUIC server id; ids are 1..MaxServerID, and 0

@@ -28,7 +28,12 @@ type Config struct {
 
 	Route    fdpass.Route // how the server receives its sockets
 	Selector bpf.Flavour  // auto, ebpf or cbpf
-	Backlog  int          // listen(2) backlog, the same for every generation
+	UDPFlows bpf.FlowMode // UDP groups, eBPF: tuple (default), quic or off; see flows.go
+	// UDPFlowIdle is how long the flows of a replaced generation must be
+	// silent before they are moved to the active one (at most half its
+	// drain timeout after the flip). Default 2s.
+	UDPFlowIdle time.Duration
+	Backlog     int // listen(2) backlog, the same for every generation
 
 	Ready        Ready         // readiness check for every generation
 	ReadyTimeout time.Duration // a generation not ready by then is rolled back
@@ -89,6 +94,12 @@ type Config struct {
 }
 
 func (c *Config) setDefaults() {
+	if c.UDPFlows == "" {
+		c.UDPFlows = bpf.FlowsTuple
+	}
+	if c.UDPFlowIdle <= 0 {
+		c.UDPFlowIdle = 2 * time.Second
+	}
 	if c.Backlog <= 0 {
 		c.Backlog = 4096
 	}

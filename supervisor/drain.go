@@ -49,7 +49,7 @@ func (s *Supervisor) drain(old *generation, tf, deadline time.Time, rec *Restart
 	if s.cfg.ShutdownAtFlip {
 		s.shutdownListeners(old)
 	}
-	if s.pause(old, s.cfg.DrainDelay) && !s.waitQueuesEmpty(old, deadline) {
+	if s.pause(old, s.cfg.DrainDelay) && s.holdFlows(old, tf, deadline) && !s.waitQueuesEmpty(old, deadline) {
 		handed = true
 		s.handOver(old, "not accepting")
 	}

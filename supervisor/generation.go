@@ -105,6 +105,9 @@ func (s *Supervisor) newListeners(g *generation) (err error) {
 			return fmt.Errorf("add %s to the selector of %s: %w", grp.spec, g, err)
 		}
 		g.slots = append(g.slots, slot)
+		if err := routeQUIC(grp, g.n, slot); err != nil {
+			return fmt.Errorf("route the QUIC connection IDs of %s: %w", g, err)
+		}
 	}
 	return nil
 }
@@ -136,6 +139,7 @@ func (s *Supervisor) spawn(g *generation) (err error) {
 		files = append(files, theirs) // fd 3: fdpass.BindSocketFd
 	}
 	env := append(append([]string(nil), s.cfg.Env...), "RPWRAP_GENERATION="+strconv.Itoa(g.n))
+	env = append(env, s.quicEnv(g.n)...)
 	if s.cfg.Ready.Kind == ReadyNotify {
 		ns, nerr := systemd.ListenNotify(s.cfg.RuntimeDir)
 		if nerr != nil {

@@ -46,6 +46,7 @@ type GenerationStatus struct {
 	Flipped    *time.Time `json:"flipped,omitempty"`  // when it became the active one
 	Deadline   *time.Time `json:"deadline,omitempty"` // draining: when it is killed
 	Queued     []uint32   `json:"queued"`             // accept-queue depth per listener, in --listen order
+	Flows      []int      `json:"flows,omitempty"`    // UDP flows it serves per listener (flow table), when a group keeps flows
 	Age        string     `json:"age"`                // since Started
 	Binary     Binary     `json:"binary"`             // the server's executable at spawn time
 	// Per listener, in --listen order, like Queued:
@@ -93,6 +94,9 @@ func (s *Supervisor) Status() Status {
 	s.mu.Unlock()
 	for _, grp := range s.groups {
 		st.Listeners = append(st.Listeners, grp.spec.String())
+	}
+	for i, f := range s.flowCounts(gens) {
+		st.Generations[i].Flows = f
 	}
 	for i, g := range gens {
 		for _, l := range g.listeners {
@@ -182,6 +186,7 @@ func (st Status) Write(w io.Writer) {
 		fmt.Fprintf(w, "generation %d binary: %s\n", g.Generation, g.Binary)
 		g.writeDataPath(w, st.Listeners)
 	}
+	writeFlows(w, st.Generations)
 }
 
 // writeDataPath prints, per listener, g's slot, queue against backlog,

@@ -139,12 +139,15 @@ func New(cfg Config) (_ *Supervisor, err error) {
 		if err := l.CheckAlone(); err != nil {
 			return nil, err
 		}
-		sel, err := bpf.New(l, cfg.Selector)
+		sel, err := bpf.NewWithFlows(l, cfg.Selector, cfg.UDPFlows)
 		if err != nil {
 			return nil, fmt.Errorf("attach selector to %s: %w", l.Spec(), err)
 		}
 		s.groups = append(s.groups, &group{spec: l.Spec(), sel: sel})
 		first.slots = append(first.slots, sel.Active())
+		if err := routeQUIC(s.groups[len(s.groups)-1], first.n, sel.Active()); err != nil {
+			return nil, fmt.Errorf("route the QUIC connection IDs of %s: %w", first, err)
+		}
 	}
 	s.gens = []*generation{first}
 	s.warnForeign()

@@ -19,6 +19,8 @@ type options struct {
 	listen           listFlag
 	pass             string
 	selector         string
+	udpFlows         string
+	udpFlowIdle      time.Duration
 	ready            string
 	readyTimeout     time.Duration
 	stopSignal       string
@@ -57,6 +59,8 @@ func newFlagSet(o *options, out io.Writer) *flag.FlagSet {
 	fs.Var(&o.listen, "l", "")
 	fs.StringVar(&o.pass, "pass", "listen-fds", "")
 	fs.StringVar(&o.selector, "selector", "auto", "")
+	fs.StringVar(&o.udpFlows, "udp-flows", "tuple", "")
+	durationVar(fs, &o.udpFlowIdle, "udp-flow-idle", 2*time.Second)
 	fs.StringVar(&o.ready, "ready", "", "")
 	durationVar(fs, &o.readyTimeout, "ready-timeout", 60*time.Second)
 	fs.StringVar(&o.stopSignal, "stop-signal", "TERM", "")
@@ -259,6 +263,21 @@ Flags (each also from the environment variable in brackets):
         bind        intercept the server's own bind(2) of a managed address and
                     put rpwrap's socket in its place (Apache, any server)
   --selector KIND        auto, ebpf or cbpf (default auto: eBPF when permitted)  [RPWRAP_SELECTOR]
+  --udp-flows MODE       how the eBPF selector keeps UDP flows across a restart (default tuple)  [RPWRAP_UDP_FLOWS]
+        tuple   a flow (source and destination address and port) stays with the
+                generation that received its first datagram; new flows go to the
+                new generation. The old one keeps its flows until they are idle
+                for --udp-flow-idle (at most half of --drain-timeout), then they
+                move to the new one, and it gets its stop signal once its receive
+                queue is empty. Up to 65536 flows per listener; past that the least
+                recently used is forgotten (its next datagram goes to the newest)
+        quic    tuple, and QUIC packets whose destination connection ID carries a
+                generation's server id (byte 1, 1..255, given to the server in
+                $RPWRAP_QUIC_SERVER_ID) reach that generation from any address
+        off     every datagram goes to the newest generation from the flip on
+        The cBPF selector keeps no state: it behaves as off.
+  --udp-flow-idle DURATION   how long the old generation's UDP flows must be silent before they
+                             move to the new one (default 2s)  [RPWRAP_UDP_FLOW_IDLE]
   --ready CHECK          when a new generation counts as ready (default accept, or none when
                          every address is UDP)  [RPWRAP_READY]
         none            at once (with --pass bind: once the server has bound every address)

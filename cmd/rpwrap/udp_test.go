@@ -24,7 +24,7 @@ func TestUDPRestartsLoseNoDatagram(t *testing.T) {
 	for _, c := range cases {
 		for _, sel := range []string{"ebpf", "cbpf"} {
 			t.Run(c.name+"/"+sel, func(t *testing.T) {
-				w := startWrapper(t, []string{"--listen", "udp://127.0.0.1:0", "--selector", sel, "--ready", "notify"}, c.server...)
+				w := startWrapper(t, []string{"--listen", "udp://127.0.0.1:0", "--selector", sel, "--ready", "notify", "--udp-flows", "off"}, c.server...)
 				l := startLoads(t, nil, []string{w.addr})
 				restartsUnderLoads(t, w, l, c.restarts)
 				l.requireNoLoss(c.atLeast)
@@ -37,7 +37,7 @@ func TestUDPRestartsLoseNoDatagram(t *testing.T) {
 // at once (--drain-stall 1ms), the stop signal comes while datagrams are
 // queued, and they are lost. This is what the wait above prevents.
 func TestUDPStopSignalWithDatagramsQueuedLosesThem(t *testing.T) {
-	w := startWrapper(t, []string{"--listen", "udp://127.0.0.1:0", "--selector", "ebpf", "--ready", "notify", "--drain-stall", "1ms"},
+	w := startWrapper(t, []string{"--listen", "udp://127.0.0.1:0", "--selector", "ebpf", "--ready", "notify", "--drain-stall", "1ms", "--udp-flows", "off"},
 		"-udp-read-delay", "5ms")
 	l := startLoads(t, nil, []string{w.addr})
 	restartsUnderLoads(t, w, l, 5)
@@ -54,7 +54,7 @@ func TestUDPStopSignalWithDatagramsQueuedLosesThem(t *testing.T) {
 func TestTCPAndUDPListenersRestartTogether(t *testing.T) {
 	for _, sel := range []string{"ebpf", "cbpf"} {
 		t.Run(sel, func(t *testing.T) {
-			w := startWrapper(t, []string{"--listen", "127.0.0.1:0", "--listen", "udp://127.0.0.1:0", "--selector", sel}, "-udp-read-delay", "2ms")
+			w := startWrapper(t, []string{"--listen", "127.0.0.1:0", "--listen", "udp://127.0.0.1:0", "--selector", sel, "--udp-flows", "off"}, "-udp-read-delay", "2ms")
 			spec, err := fdpass.ParseSpec(w.status().Listeners[1])
 			if err != nil {
 				t.Fatal(err)

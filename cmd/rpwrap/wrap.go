@@ -116,6 +116,13 @@ func wrapConfig(e env, o *options, cmd []string, log *slog.Logger) (supervisor.C
 	default:
 		return fail(2, "--selector %q: want auto, ebpf or cbpf", o.selector)
 	}
+	if cfg.UDPFlows, err = bpf.ParseFlowMode(o.udpFlows); err != nil {
+		return fail(2, "--udp-flows: %v", err)
+	}
+	if o.udpFlowIdle <= 0 {
+		return fail(2, "--udp-flow-idle %s: want a positive duration such as 2s", o.udpFlowIdle)
+	}
+	cfg.UDPFlowIdle = o.udpFlowIdle
 	if cfg.Listen, err = fdpass.ParseSpecs(o.listen); err != nil {
 		return fail(2, "--listen: %v", err)
 	}

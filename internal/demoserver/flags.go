@@ -20,6 +20,8 @@ type options struct {
 	reusePort       bool
 	listenBacklog   int
 	udpReadDelay    time.Duration
+	udpTag          bool
+	udpLinger       time.Duration
 }
 
 const usageText = `Usage: rpwrap serve-demo [flags]
@@ -62,6 +64,8 @@ func parseFlags(args []string, out io.Writer) (options, error) {
 	fs.BoolVar(&o.reusePort, "reuseport", false, "with -bind: set SO_REUSEPORT, joining any reuseport group on ADDR")
 	fs.IntVar(&o.listenBacklog, "listen-backlog", 0, "call listen(2) again on each TCP socket with backlog `N`, as a server with a backlog setting of its own does; 0: leave it")
 	fs.DurationVar(&o.udpReadDelay, "udp-read-delay", 0, "wait `DURATION` before echoing each datagram (a server slow to read)")
+	fs.BoolVar(&o.udpTag, "udp-tag", false, "append \" gen=<RPWRAP_GENERATION>\" to every echo, so the sender sees which generation answered")
+	fs.DurationVar(&o.udpLinger, "udp-linger", 0, "on a stop signal, go on echoing for `DURATION` before closing the UDP sockets (a server that finishes its flows)")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}

@@ -126,7 +126,7 @@ func serve(opts options, socks sockets, stderr io.Writer) int {
 	}
 	var echoers []*echoer
 	for _, pc := range socks.pcs {
-		echoers = append(echoers, startEcho(pc, opts.udpReadDelay))
+		echoers = append(echoers, startEcho(pc, opts.udpReadDelay, udpTag(opts, gen)))
 	}
 	go func() {
 		<-hangc // SIGUSR2, caught from the start so that it never kills
@@ -135,6 +135,7 @@ func serve(opts options, socks sockets, stderr io.Writer) int {
 	crash := notifyReady(opts, stderr)
 	select {
 	case sig := <-sigc:
+		linger(opts, echoers, stderr)
 		for _, e := range echoers {
 			e.stop() // what is still queued on them is lost
 		}

@@ -4,6 +4,7 @@ package demoserver
 
 import (
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"time"
@@ -57,7 +58,7 @@ type echoer struct {
 
 // startEcho echoes on pc, waiting delay before each answer (a server slow
 // to read), until stop.
-func startEcho(pc net.PacketConn, delay time.Duration) *echoer {
+func startEcho(pc net.PacketConn, delay time.Duration, tag []byte) *echoer {
 	e := &echoer{pc: pc, done: make(chan struct{})}
 	go func() {
 		defer close(e.done)
@@ -70,10 +71,27 @@ func startEcho(pc net.PacketConn, delay time.Duration) *echoer {
 			if delay > 0 {
 				time.Sleep(delay)
 			}
-			pc.WriteTo(buf[:n], addr) // a lost answer is the client's to count
+			pc.WriteTo(append(buf[:n], tag...), addr) // a lost answer is the client's to count
 		}
 	}()
 	return e
+}
+
+// udpTag is what -udp-tag appends to each echo: " gen=N".
+func udpTag(o options, gen string) []byte {
+	if !o.udpTag {
+		return nil
+	}
+	return []byte(" gen=" + gen)
+}
+
+// linger goes on echoing for -udp-linger after a stop signal.
+func linger(o options, echoers []*echoer, stderr io.Writer) {
+	if o.udpLinger <= 0 || len(echoers) == 0 {
+		return
+	}
+	fmt.Fprintf(stderr, "demo server pid=%d: stopping; echoing on for %v\n", os.Getpid(), o.udpLinger)
+	time.Sleep(o.udpLinger)
 }
 
 // stop stops reading, answers the datagram in hand, and closes the socket:

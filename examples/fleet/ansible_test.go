@@ -42,16 +42,18 @@ interpreter_python = /usr/bin/python3
 host_key_checking = True
 retry_files_enabled = False
 forks = 1
+callbacks_enabled = ansible.posix.profile_tasks
 local_tmp = %[1]s/tmp
 remote_tmp = %[1]s/remote
 [ssh_connection]
 pipelining = True
-ssh_args = -F /dev/null -o ControlMaster=no -o IdentitiesOnly=yes -o UserKnownHostsFile=%[1]s/known_hosts -o StrictHostKeyChecking=yes -o ConnectTimeout=10
+ssh_args = -F /dev/null -o ControlMaster=auto -o ControlPersist=60s -o ControlPath=%[1]s/cp/%%C -o IdentitiesOnly=yes -o UserKnownHostsFile=%[1]s/known_hosts -o StrictHostKeyChecking=yes -o ConnectTimeout=10
 `, a),
 	}
-	if err := os.MkdirAll(a, 0o700); err != nil {
+	if err := os.MkdirAll(filepath.Join(a, "cp"), 0o700); err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { closeMasters(t, filepath.Join(a, "cp")) })
 	for path, text := range files {
 		if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
 			t.Fatal(err)
@@ -126,4 +128,15 @@ func (f *fleet) runPlaybook(t *testing.T, cfg, release string) *rollout {
 		r.exit = ee.ExitCode()
 	}
 	return r
+}
+
+// closeMasters ends the ssh connections that Ansible keeps open to the
+// hosts (ControlPersist), one per control socket in dir.
+func closeMasters(t *testing.T, dir string) {
+	socks, _ := filepath.Glob(filepath.Join(dir, "*"))
+	for _, sock := range socks {
+		if out, err := exec.Command("ssh", "-F", "/dev/null", "-o", "ControlPath="+sock, "-O", "exit", "fleet-host").CombinedOutput(); err != nil {
+			t.Logf("cleanup: ssh -O exit %s: %v %s", sock, err, out)
+		}
+	}
 }

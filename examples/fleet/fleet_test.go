@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -49,13 +50,17 @@ func TestFleetRollout(t *testing.T) {
 		}
 		copyFile(t, builds["v1"], h.serverPath())
 		f.startSSHD(t, h)
-		f.startRpwrap(t, h)
+		if i == fleetSize {
+			f.startRpwrap(t, h, "--stop-delay", stopDelay.String())
+		} else {
+			f.startRpwrap(t, h)
+		}
 		f.hosts = append(f.hosts, h)
 	}
 	f.startHAProxy(t)
 	cfg := f.writeAnsibleSetup(t)
 
-	l := startLoad(f.lbURL(), 4)
+	l := startLoad(f.lbURL(), 3)
 	defer l.stop()
 	time.Sleep(time.Second)
 
@@ -92,9 +97,69 @@ func TestFleetRollout(t *testing.T) {
 		f.expectServes(t, h, "v2", builds["v2"])
 	}
 
+	t.Logf("== %s taken out of the pool: SIGTERM to its rpwrap, which has --stop-delay %v", f.hosts[2].name, stopDelay)
+	delayed := f.stopHost(t, f.hosts[2])
+	t.Logf("== control: %s stopped the same way, without --stop-delay", f.hosts[1].name)
+	control := f.stopHost(t, f.hosts[1])
+
 	l.stop()
 	rs := l.snapshot()
 	f.report(t, rs, good, bad, goodEnd, badEnd)
+	f.reportStop(t, rs, delayed, control)
+}
+
+// stopDelay is the last host's --stop-delay: longer than HAProxy needs to
+// see /readyz fail (fall 2 checks, inter 500ms).
+const stopDelay = 3 * time.Second
+
+// stopWindow is when a host was stopped, with a second after rpwrap exited.
+type stopWindow struct {
+	host     string
+	from, to time.Time
+	took     time.Duration
+}
+
+// stopHost sends rpwrap on h SIGTERM, as systemd or the kubelet would, and
+// waits until it exits with the server's status, 0.
+func (f *fleet) stopHost(t *testing.T, h *host) stopWindow {
+	t.Helper()
+	w := stopWindow{host: h.name, from: time.Now()}
+	h.rpwrap.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-h.rpwrap.done:
+	case <-time.After(30 * time.Second):
+		t.Fatalf("%s: rpwrap still runs 30s after SIGTERM", h.name)
+	}
+	w.took = time.Since(w.from)
+	if h.rpwrap.err != nil {
+		t.Errorf("%s: rpwrap exited with %v after SIGTERM; want 0, the server's status", h.name, h.rpwrap.err)
+	}
+	time.Sleep(time.Second)
+	w.to = time.Now()
+	return w
+}
+
+// reportStop logs the requests and failures while each host stopped: none
+// may fail with --stop-delay; without it HAProxy sends connections to the
+// stopped host until its check fails, and some must fail, or the load and
+// its count could not see a lost request.
+func (f *fleet) reportStop(t *testing.T, rs []result, delayed, control stopWindow) {
+	t.Helper()
+	d := count(rs, delayed.from, delayed.to)
+	c := count(rs, control.from, control.to)
+	t.Logf("stop with --stop-delay %v (%s): rpwrap exited %.1fs after SIGTERM; %d requests, %d failed, by host %v",
+		stopDelay, delayed.host, delayed.took.Seconds(), d.requests, d.failed, d.hosts)
+	t.Logf("control, stop without --stop-delay (%s): rpwrap exited %.1fs after SIGTERM; %d requests, %d failed, by host %v",
+		control.host, control.took.Seconds(), c.requests, c.failed, c.hosts)
+	if d.failed != 0 {
+		t.Errorf("%d of %d requests failed while %s stopped with --stop-delay; want 0: %v", d.failed, d.requests, delayed.host, d.errors)
+	}
+	if delayed.took < stopDelay {
+		t.Errorf("%s: rpwrap exited %v after SIGTERM, before its --stop-delay %v", delayed.host, delayed.took, stopDelay)
+	}
+	if c.failed == 0 {
+		t.Errorf("control: 0 of %d requests failed while %s stopped without --stop-delay; want some (HAProxy has no retries): the count cannot see a loss", c.requests, control.host)
+	}
 }
 
 // build compiles rpwrap and the server's releases.
@@ -146,8 +211,8 @@ func (f *fleet) expectServes(t *testing.T, h *host, release, want string) {
 // and fails on any failed request.
 func (f *fleet) report(t *testing.T, rs []result, good, bad *rollout, goodEnd, badEnd time.Time) {
 	t.Helper()
-	all := count(rs, time.Time{}, time.Now().Add(time.Hour))
-	t.Logf("load: %d requests through HAProxy, %d failed; by release %v; by host %v", all.requests, all.failed, all.releases, all.hosts)
+	all := count(rs, time.Time{}, badEnd)
+	t.Logf("load until the end of the rollouts: %d requests through HAProxy, %d failed; by release %v; by host %v", all.requests, all.failed, all.releases, all.hosts)
 	for _, ro := range []struct {
 		name string
 		r    *rollout

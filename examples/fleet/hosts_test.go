@@ -82,13 +82,13 @@ Subsystem sftp /usr/lib/openssh/sftp-server
 
 // startRpwrap runs the server under rpwrap in h's namespace, as a unit
 // file's ExecStart would.
-func (f *fleet) startRpwrap(t *testing.T, h *host) {
+func (f *fleet) startRpwrap(t *testing.T, h *host, flags ...string) {
 	t.Helper()
-	h.rpwrap = startIn(t, h.ns, h.dir, "rpwrap", f.rpwrap,
-		"--listen", ":"+serverPort, "--health", ":"+healthPort, "--control", h.controlPath(),
+	args := append([]string{f.rpwrap,
+		"--listen", ":" + serverPort, "--health", ":" + healthPort, "--control", h.controlPath(),
 		"--ready", "http:/healthz", "--ready-timeout", "5s",
-		"--drain-delay", "1s", "--drain-timeout", "10s", "--stop-timeout", "10s",
-		"--", h.serverPath())
+		"--drain-delay", "1s", "--drain-timeout", "10s", "--stop-timeout", "10s"}, flags...)
+	h.rpwrap = startIn(t, h.ns, h.dir, "rpwrap", append(args, "--", h.serverPath())...)
 	if err := waitFor(h.rpwrap, 30*time.Second, h.name+" ready", func() error {
 		_, err := httpGet("http://" + h.addr + ":" + healthPort + "/readyz")
 		return err

@@ -40,7 +40,7 @@ func startLoad(url string, workers int) *load {
 			defer l.wg.Done()
 			for ctx.Err() == nil {
 				l.add(get(client, url))
-				time.Sleep(5 * time.Millisecond)
+				time.Sleep(10 * time.Millisecond)
 			}
 		}()
 	}

@@ -146,7 +146,7 @@ func parseCtl(e env, args []string) (*ctlOptions, error) {
 	}
 	switch {
 	case err != nil:
-		return nil, fmt.Errorf("%v\nTry 'rpwrap ctl --help'.", flagError(err))
+		return nil, fmt.Errorf("%v\nTry 'rpwrap ctl --help'.", flagErrorIn(fs, err))
 	case o.help:
 		return o, nil
 	case o.command == "":

@@ -59,7 +59,11 @@ func runDemo(e env, args []string) int {
 	verbose := fs.Bool("verbose", false, "")
 	help := fs.Bool("help", false, "")
 	fs.BoolVar(help, "h", false, "")
-	if err := fs.Parse(args); err != nil || *restarts < 1 || *clients < 1 || *interval <= 0 {
+	if err := fs.Parse(args); err != nil {
+		printError(e.stderr, "rpwrap demo", flagErrorIn(fs, err).Error()+"\nTry 'rpwrap demo --help'.")
+		return 2
+	}
+	if *restarts < 1 || *clients < 1 || *interval <= 0 {
 		fmt.Fprintf(e.stderr, "rpwrap demo: bad arguments\n%s", demoUsage)
 		return 2
 	}

@@ -159,7 +159,7 @@ func parseOptions(e env, args []string) (*options, []string, error) {
 		o.listen = nil // the command line replaces the environment's list
 	}
 	if err := fs.Parse(args); err != nil {
-		return nil, nil, flagError(err)
+		return nil, nil, flagErrorIn(fs, err)
 	}
 	return o, fs.Args(), nil
 }

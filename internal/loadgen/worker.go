@@ -17,6 +17,9 @@ func (l *Load) work() {
 		sent := time.Now()
 		if l.cfg.Rate == 0 {
 			due = sent
+		} else if sent.Sub(due) > l.cfg.Timeout {
+			l.recordUnsent(due.Sub(l.start))
+			continue
 		}
 		err := c.do(sent.Add(l.cfg.Timeout))
 		l.record(due.Sub(l.start), time.Since(due), err)

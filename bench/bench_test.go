@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -133,5 +134,49 @@ func TestRealStrategiesAlternateAndOnlySelects(t *testing.T) {
 		if got := selected(only, st); got != want {
 			t.Errorf("selected(%q, %s) = %v, want %v", only, st.Name(), got, want)
 		}
+	}
+}
+
+// The real servers' configurations are examples/' with the bench's
+// address, paths and header written in, and each server accepts its own.
+func TestRealConfigsComeFromExamples(t *testing.T) {
+	check := map[string][]string{"apache": {"-t", "-f"}, "nginx": {"-t", "-c"}, "haproxy": {"-c", "-f"}}
+	for _, srv := range realServers {
+		t.Run(srv.Name, func(t *testing.T) {
+			dir := t.TempDir()
+			s := &site{srv: srv, dir: dir, addr: "127.0.0.1:18080", listen: "127.0.0.1:18080", backend: "127.0.0.1:18081",
+				conf: filepath.Join(dir, srv.Comm+".conf"), pidFile: filepath.Join(dir, "apache2-${RPWRAP_GENERATION}.pid")}
+			if err := s.writeConfig(7, false); err != nil {
+				t.Fatal(err)
+			}
+			b, err := os.ReadFile(s.conf)
+			if err != nil {
+				t.Fatal(err)
+			}
+			text := string(b)
+			wants := []string{configHeader, "127.0.0.1:18080"}
+			if srv.Name != "haproxy" { // its configuration has no paths
+				wants = append(wants, dir)
+			}
+			for _, want := range wants {
+				if !strings.Contains(text, want) {
+					t.Errorf("configuration lacks %q:\n%s", want, text)
+				}
+			}
+			if strings.Contains(text, "${APACHE_") || strings.Contains(text, "/var/www/html") || strings.Contains(text, "127.0.0.1:8081") {
+				t.Errorf("configuration keeps an example's setting:\n%s", text)
+			}
+			if _, err := os.Stat(srv.Sbin); err != nil {
+				testutil.SkipOrFail(t, srv.Sbin+" not installed (apt-get install apache2 nginx haproxy): cannot check the configuration")
+			}
+			if err := os.MkdirAll(filepath.Join(dir, "htdocs"), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			cmd := exec.Command(srv.Sbin, append(check[srv.Name], s.conf)...)
+			cmd.Env = append(append(os.Environ(), apacheEnv()...), "RPWRAP_GENERATION=1")
+			if out, err := cmd.CombinedOutput(); err != nil {
+				t.Errorf("%s refuses the configuration: %v\n%s\n%s", srv.Sbin, err, out, text)
+			}
+		})
 	}
 }

@@ -8,13 +8,13 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"syscall"
 	"time"
 
 	"github.com/rpwrap/rpwrap/fdpass"
+	"github.com/rpwrap/rpwrap/internal/testutil"
 )
 
 func main() {
@@ -115,10 +115,8 @@ func rpwrapBinary(ctx context.Context, path string) (string, func(), error) {
 		return "", nil, fmt.Errorf("create build directory: %w", err)
 	}
 	bin := filepath.Join(dir, "rpwrap")
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, "github.com/rpwrap/rpwrap/cmd/rpwrap")
-	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 	start := time.Now()
-	if err := cmd.Run(); err != nil {
+	if err := testutil.GoBuild(bin, modulePath+"/cmd/rpwrap"); err != nil {
 		os.RemoveAll(dir)
 		return "", nil, fmt.Errorf("build rpwrap (go build github.com/rpwrap/rpwrap/cmd/rpwrap, run inside the repository, or pass -rpwrap PATH): %w", err)
 	}

@@ -72,7 +72,9 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 }
 
 // Stop stops the load from starting new requests. Requests in flight end
-// on their own, within Config.Timeout.
+// on their own, within Config.Timeout. With a Rate, the requests that were
+// due before Stop are still sent, or counted Unsent when no client is free
+// for them within Config.Timeout: Stop ends the schedule, it drops nothing.
 func (l *Load) Stop() {
 	l.stop.Do(func() {
 		l.mu.Lock()

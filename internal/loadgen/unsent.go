@@ -7,8 +7,9 @@ import "time"
 // them until Config.Timeout), the requests falling due meanwhile are not
 // sent late and counted as fine, nor left out: a request that could not be
 // sent within Config.Timeout of when it was due is counted as failed
-// (Unsent), as the user who would have sent it gave up, and so is every
-// request due before the load stopped that no client took. So an open
+// (Unsent), as the user who would have sent it gave up. Stop ends the
+// schedule, not the requests already due: the clients still send those (or
+// count them Unsent, by the same rule), so none is left out. So an open
 // loop's losses are those of the server, not capped by Clients.
 
 // recordUnsent counts one request due at at (since the start) that no
@@ -20,8 +21,9 @@ func (l *Load) recordUnsent(at time.Duration) {
 }
 
 // countUntaken counts as Unsent the requests that were due before the load
-// stopped (or ran its Duration) and that no client took. Called once, with
-// l.mu held, after every worker has returned.
+// stopped (or ran its Duration) and that no client took: none, as the
+// clients drain them after Stop; this keeps the count exact if one did
+// not. Called once, with l.mu held, after every worker has returned.
 func (l *Load) countUntaken() {
 	if l.cfg.Rate == 0 {
 		return
@@ -47,4 +49,22 @@ func (l *Load) countUntaken() {
 		at := time.Duration(float64(i) / l.cfg.Rate * float64(time.Second))
 		l.res.add(at, 0, outcomeUnsent)
 	}
+}
+
+// stoppedAtTime tells whether the load was stopped and when (since the
+// start).
+func (l *Load) stoppedAtTime() (bool, time.Duration) {
+	if !l.isStopped() {
+		return false, 0
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return true, l.stoppedAt
+}
+
+// dueBeforeStop tells whether a request due at offset, whose wait was cut
+// short by Stop, was due before the stop and must still be sent.
+func (l *Load) dueBeforeStop(offset time.Duration) bool {
+	stopped, at := l.stoppedAtTime()
+	return stopped && offset < at
 }

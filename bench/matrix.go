@@ -173,10 +173,12 @@ func runMatrix(ctx context.Context, bin string, m machine, o options, stdout, st
 const stormInterval = 300 * time.Millisecond
 
 // stormCells are the storm rows: rpwrap with each selector, healthy,
-// closed loop, o.restarts restarts, one every stormInterval.
+// closed loop, o.restarts restarts, one triggered every stormInterval
+// whether or not the predecessor has drained (each restart returns at its
+// flip, so generations drain side by side, as in a reload storm).
 func stormCells(bin string, o options) []cell {
 	var cs []cell
-	for _, st := range []strategy{wrapped{bin: bin, selector: "ebpf"}, wrapped{bin: bin, selector: "cbpf"}} {
+	for _, st := range []strategy{wrapped{bin: bin, selector: "ebpf", atFlip: true}, wrapped{bin: bin, selector: "cbpf", atFlip: true}} {
 		if o.only != "" && st.Name() != o.only {
 			continue
 		}

@@ -21,6 +21,10 @@ import (
 type wrapped struct {
 	bin      string
 	selector string // "ebpf" or "cbpf"
+	// atFlip: a restart returns at the flip, with the predecessor still
+	// draining (ctl restart without --wait), so the next one can follow
+	// while it drains: the storm.
+	atFlip bool
 }
 
 func (w wrapped) Name() string { return "rpwrap-" + w.selector }
@@ -34,6 +38,7 @@ type wrappedInstance struct {
 
 	sc        scenario
 	flagsFile string // the demo server's flags for the next generation; "" for other commands
+	atFlip    bool   // restarts answer at the flip, not once the predecessor is drained
 }
 
 func (w wrapped) Start(ctx context.Context, sc scenario) (instance, error) {
@@ -56,7 +61,7 @@ func (w wrapped) Start(ctx context.Context, sc scenario) (instance, error) {
 	if err != nil {
 		return nil, err
 	}
-	in.sc, in.flagsFile = sc, flagsFile
+	in.sc, in.flagsFile, in.atFlip = sc, flagsFile, w.atFlip
 	return in, nil
 }
 
@@ -159,7 +164,7 @@ func (in *wrappedInstance) Restart(ctx context.Context) (timings, error) {
 		}
 	}
 	start := time.Now()
-	resp, err := supervisor.Call(ctx, in.control, supervisor.Request{Command: "restart", Wait: true})
+	resp, err := supervisor.Call(ctx, in.control, supervisor.Request{Command: "restart", Wait: !in.atFlip})
 	cycle := time.Since(start)
 	if err != nil {
 		return timings{Cycle: cycle}, err

@@ -146,7 +146,7 @@ func runRow(ctx context.Context, st strategy, sc scenario, ls loadShape, p plan)
 		time.Duration(p.MinRequests/500)*time.Second // the load stops by itself even if the bench does not
 	load, err := loadgen.Start(ctx, loadgen.Config{
 		Target: in.Addr(), Clients: ls.Clients, Rate: ls.Rate, KeepAlive: ls.KeepAlive, Path: ls.Path,
-		Duration: bound, Timeout: 5 * time.Second,
+		Duration: bound, Timeout: requestTimeout,
 	})
 	if err != nil {
 		return r, err

@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -20,59 +21,67 @@ func TestMain(m *testing.M) {
 	os.Exit(testutil.VerifyNoLeaks(m))
 }
 
-// The quick path on two rows of the stuck scenario: the bench counts every
-// request exactly once, sees the failures of a naive stop-start (the
-// control: the bench can fail), and sees none through rpwrap with the
-// eBPF selector; its outputs are written and readable.
-func TestStuckRowsCountEveryRequestAndRpwrapEBPFLosesNone(t *testing.T) {
+// The quick run, as `go run ./bench -quick` does it, every strategy in
+// every scenario: the bench counts every request exactly once; it sees the
+// failures of a naive stop-start with a stuck predecessor and of a shared
+// socket whose successor accepts and crashes (the controls: the bench can
+// fail), and none through rpwrap with either selector; every restart to a
+// faulty successor fails; rpwrap's timings fit the bench's clock; its
+// outputs are written and readable.
+func TestQuickRunCountsEveryRequestAndRpwrapLosesNone(t *testing.T) {
 	testutil.RequireRoot(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	bin, cleanup, err := rpwrapBinary(ctx, "")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer cleanup()
-	p := plan{Restarts: 1, Steady: 200 * time.Millisecond, Gap: 200 * time.Millisecond}
-	ls := loadShape{Name: "closed", Clients: 4}
-	var rows []row
-	for _, st := range []strategy{plain{bin: bin}, wrapped{bin: bin, selector: "ebpf"}} {
-		r, err := runRow(ctx, st, scenarios[1], ls, p)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Logf("%s stuck: %d sent, %d ok, %d failed (refused %d, reset %d, timeout %d)", r.Strategy, r.Sent, r.OK, r.Failed, r.Refused, r.Reset, r.Timeout)
-		if r.Restarts != 1 || len(r.RestartErrors) > 0 {
-			t.Errorf("%s: %d restarts, errors %q; want 1 restart, no error", r.Strategy, r.Restarts, r.RestartErrors)
-		}
-		if r.Sent != r.OK+r.Failed || r.Failed != r.Refused+r.Reset+r.Timeout+r.ShortRead+r.Closed+r.BadStatus+r.Other {
-			t.Errorf("%s: sent %d != ok %d + failed %d by kind", r.Strategy, r.Sent, r.OK, r.Failed)
-		}
-		rows = append(rows, r)
-	}
-	if rows[0].Failed == 0 {
-		t.Errorf("stop-start with a stuck predecessor: 0 of %d failed; want some (the control)", rows[0].Sent)
-	}
-	if rows[1].Failed != 0 || rows[1].OK == 0 || rows[1].Wrapper == nil {
-		t.Errorf("rpwrap-ebpf stuck: %d of %d failed, wrapper cost %v; want 0 failed and rpwrap's cost read", rows[1].Failed, rows[1].Sent, rows[1].Wrapper)
-	}
-	checkOutputs(t, report{Machine: describeMachine(nil), Rows: rows})
-}
-
-func checkOutputs(t *testing.T, rep report) {
 	dir := t.TempDir()
-	if err := writeOutputs(dir, rep); err != nil {
-		t.Fatal(err)
+	var stdout, stderr strings.Builder
+	start := time.Now()
+	code := run([]string{"-quick", "-rpwrap", bin, "-out", dir}, &stdout, &stderr)
+	t.Logf("quick run: %s, exit %d\n%s", time.Since(start).Round(time.Second), code, stdout.String())
+	if code != 0 {
+		t.Fatalf("bench -quick exited %d:\n%s", code, stderr.String())
 	}
-	var back report
+	var rep report
 	b, err := os.ReadFile(filepath.Join(dir, "results.json"))
 	if err == nil {
-		err = json.Unmarshal(b, &back)
+		err = json.Unmarshal(b, &rep)
 	}
-	if err != nil || len(back.Rows) != len(rep.Rows) {
-		t.Errorf("results.json: %v, %d rows; want %d", err, len(back.Rows), len(rep.Rows))
+	if err != nil {
+		t.Fatal(err)
 	}
-	for _, name := range []string{"timeline-stop-start.svg", "timeline-rpwrap-ebpf.svg", "compare-stuck.svg"} {
+	if want := len(cells(bin, options{quick: true})); len(rep.Rows) != want || len(rep.Failures) > 0 {
+		t.Fatalf("%d rows, failures %q; want %d rows, none failed", len(rep.Rows), rep.Failures, want)
+	}
+	failed := map[string]int64{}
+	for _, r := range rep.Rows {
+		name := r.Strategy + " " + r.Scenario
+		failed[name] = r.Failed
+		if r.Sent != r.OK+r.Failed || r.Failed != r.Refused+r.Reset+r.Timeout+r.ShortRead+r.Closed+r.BadStatus+r.Other+r.Unsent {
+			t.Errorf("%s: sent %d != ok %d + failed %d by kind", name, r.Sent, r.OK, r.Failed)
+		}
+		faulty := r.Scenario == "crash-after-accept" || r.Scenario == "bad-config"
+		if r.Restarts != 1 || faulty != (len(r.RestartErrors) == 1) {
+			t.Errorf("%s: %d restarts, errors %q; want 1 restart, failed only with a faulty successor", name, r.Restarts, r.RestartErrors)
+		}
+		if strings.HasPrefix(r.Strategy, "rpwrap-") {
+			if r.Failed != 0 || r.OK == 0 || r.Wrapper == nil {
+				t.Errorf("%s: %d of %d failed (%v), wrapper cost %v; want 0 failed and rpwrap's cost read", name, r.Failed, r.Sent, r.Errors, r.Wrapper)
+			}
+			if c := r.Clock; c == nil || c.Checked != 1 || c.Consistent != 1 {
+				t.Errorf("%s: rpwrap's timings against the bench's clock: %+v; want 1 of 1 consistent", name, c)
+			}
+		}
+	}
+	for _, control := range []string{"stop-start stuck", "shared-socket crash-after-accept"} {
+		if failed[control] == 0 {
+			t.Errorf("%s: 0 failed; want some (the control)", control)
+		}
+	}
+	for _, name := range []string{"timeline-stop-start.svg", "timeline-shared-socket.svg", "timeline-rpwrap-ebpf.svg", "compare-crash-after-accept.svg"} {
 		if _, err := os.Stat(filepath.Join(dir, name)); err != nil {
 			t.Error(err)
 		}
@@ -125,5 +134,49 @@ func TestRealStrategiesAlternateAndOnlySelects(t *testing.T) {
 		if got := selected(only, st); got != want {
 			t.Errorf("selected(%q, %s) = %v, want %v", only, st.Name(), got, want)
 		}
+	}
+}
+
+// The real servers' configurations are examples/' with the bench's
+// address, paths and header written in, and each server accepts its own.
+func TestRealConfigsComeFromExamples(t *testing.T) {
+	check := map[string][]string{"apache": {"-t", "-f"}, "nginx": {"-t", "-c"}, "haproxy": {"-c", "-f"}}
+	for _, srv := range realServers {
+		t.Run(srv.Name, func(t *testing.T) {
+			dir := t.TempDir()
+			s := &site{srv: srv, dir: dir, addr: "127.0.0.1:18080", listen: "127.0.0.1:18080", backend: "127.0.0.1:18081",
+				conf: filepath.Join(dir, srv.Comm+".conf"), pidFile: filepath.Join(dir, "apache2-${RPWRAP_GENERATION}.pid")}
+			if err := s.writeConfig(7, false); err != nil {
+				t.Fatal(err)
+			}
+			b, err := os.ReadFile(s.conf)
+			if err != nil {
+				t.Fatal(err)
+			}
+			text := string(b)
+			wants := []string{configHeader, "127.0.0.1:18080"}
+			if srv.Name != "haproxy" { // its configuration has no paths
+				wants = append(wants, dir)
+			}
+			for _, want := range wants {
+				if !strings.Contains(text, want) {
+					t.Errorf("configuration lacks %q:\n%s", want, text)
+				}
+			}
+			if strings.Contains(text, "${APACHE_") || strings.Contains(text, "/var/www/html") || strings.Contains(text, "127.0.0.1:8081") {
+				t.Errorf("configuration keeps an example's setting:\n%s", text)
+			}
+			if _, err := os.Stat(srv.Sbin); err != nil {
+				testutil.SkipOrFail(t, srv.Sbin+" not installed (apt-get install apache2 nginx haproxy): cannot check the configuration")
+			}
+			if err := os.MkdirAll(filepath.Join(dir, "htdocs"), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			cmd := exec.Command(srv.Sbin, append(check[srv.Name], s.conf)...)
+			cmd.Env = append(append(os.Environ(), apacheEnv()...), "RPWRAP_GENERATION=1")
+			if out, err := cmd.CombinedOutput(); err != nil {
+				t.Errorf("%s refuses the configuration: %v\n%s\n%s", srv.Sbin, err, out, text)
+			}
+		})
 	}
 }

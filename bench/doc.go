@@ -3,14 +3,27 @@
 // under the same load with several restart strategies, side by side, and
 // counts every request the load sent and how it ended.
 //
+// It has two halves. The first, the default, restarts the demo server.
 // Strategies: stop-start (stop the old process, start the new one),
 // reuseport-overlap (the new process binds its own SO_REUSEPORT socket,
-// then the old one gets SIGTERM; socket(7)), rpwrap-cbpf and rpwrap-ebpf
-// (rpwrap with each selector, restarted through its control socket).
-// Scenarios: healthy, stuck (the predecessor hangs with connections in its
-// accept queue) and slow-start (the successor needs 2 s to be ready). Load
-// shapes: closed loop with a new connection per request, open loop at a
-// fixed rate, and keep-alive connections.
+// then the old one gets SIGTERM; socket(7)), shared-socket (one listening
+// socket created once and passed to every generation by socket
+// activation; the new one starts while the old one still accepts from the
+// same queue, and the old one gets SIGTERM once the new one is ready: the
+// method of systemd socket units, einhorn, tableflip, HAProxy -x and
+// nginx's binary upgrade), rpwrap-cbpf and rpwrap-ebpf (rpwrap with each
+// selector, restarted through its control socket). Scenarios: healthy,
+// stuck (the predecessor hangs with connections in its accept queue),
+// slow-start (the successor needs 2 s to be ready), crash-after-accept
+// (every successor accepts at once, holds what it accepted, and crashes
+// before it is ready), bad-config (every successor exits at start) and
+// long-lived (keep-alive clients whose requests take 500 ms hold their
+// connections through the restarts). Load shapes: closed loop with a new
+// connection per request, open loop at a fixed rate (a request that falls
+// due while every client is busy is sent late, or counted lost once the
+// timeout has passed, so the open loop's losses are not capped by its
+// clients), and keep-alive connections. -storm restarts rpwrap every
+// 300 ms.
 //
 // It writes a table on stdout, results.json and one SVG timeline per
 // strategy into -out, each with the command, kernel, CPU and date. It
@@ -18,11 +31,12 @@
 // -rpwrap names a binary); it sends traffic to 127.0.0.1 only, and every
 // load is bounded in time.
 //
-// With -servers it restarts Debian's Apache, nginx and HAProxy instead,
-// each with its own reload mechanisms (Apache USR1, HUP, stop+start, two
-// reuseport Apaches; nginx HUP, binary upgrade, stop+start; HAProxy -W
-// USR2, -sf -x, -sf, stop+start) and with rpwrap around it (its route for
-// that server, eBPF and cBPF), alternated in one run, in three scenarios:
+// The second half, -servers, restarts Debian's Apache, nginx and HAProxy,
+// on the configurations of examples/, each with its own reload mechanisms
+// (Apache USR1, HUP, stop+start, two reuseport Apaches; nginx HUP, binary
+// upgrade, stop+start; HAProxy -W USR2, -sf -x, -sf, stop+start) and with
+// rpwrap around it (its route for that server, eBPF and cBPF), alternated
+// in one run, in three scenarios:
 // healthy, the old generation hung (SIGSTOP, at the restart's trigger)
 // and a configuration the server refuses. Each restart installs a fresh
 // copy of the binary and a new configuration number, which every response
@@ -33,5 +47,6 @@
 //	$ go run ./bench -servers -quick
 //	$ go run ./bench -quick
 //	$ go run ./bench -out bench/results
+//	$ go run ./bench -storm -out bench/results/headline/storm
 //	$ go run ./bench -soak
 package main

@@ -8,13 +8,13 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"syscall"
 	"time"
 
 	"github.com/rpwrap/rpwrap/fdpass"
+	"github.com/rpwrap/rpwrap/internal/testutil"
 )
 
 func main() {
@@ -33,18 +33,22 @@ type options struct {
 	restarts int
 	requests int64
 	headline bool
+	storm    bool
 	servers  bool
 }
 
 const usageText = `Usage: go run ./bench [-quick | -soak | -servers [-quick]] [-out DIR] [-rpwrap PATH] [-wrk=false] [-only STRATEGY]
-                    [-headline] [-restarts N] [-requests N]
+                    [-headline] [-storm] [-restarts N] [-requests N]
 
 Restarts the demo server under load with each strategy (stop-start,
-reuseport-overlap, rpwrap-cbpf, rpwrap-ebpf) in each scenario (healthy,
-stuck, slow-start) and load shape (closed, open, keepalive), and prints a
-table; writes results.json and one SVG timeline per strategy into DIR.
-Needs root. -quick: a smoke run in under a minute. -soak: 1,000 restarts
-of rpwrap under load, its fd count, RSS and BPF objects at start and end.
+reuseport-overlap, shared-socket, rpwrap-cbpf, rpwrap-ebpf) in each
+scenario (healthy, stuck, slow-start, crash-after-accept, bad-config,
+long-lived) and load shape (closed, open, keepalive), and prints a table;
+writes results.json and one SVG timeline per strategy into DIR. Needs
+root. -quick: a smoke run in under a minute. -storm: rpwrap (eBPF, cBPF)
+restarted every 300 ms under load, -restarts times (default 1000).
+-soak: 1,000 restarts of rpwrap under load, its fd count, RSS and BPF
+objects at start and end.
 -servers: Debian's Apache, nginx and HAProxy, each restarted by its own
 mechanisms and by rpwrap (eBPF, cBPF), healthy, with the old generation
 frozen right after the handover, and with a refused configuration; needs
@@ -66,6 +70,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&o.restarts, "restarts", 50, "restarts in each headline row (rpwrap, healthy and stuck, closed loop) of the full run; the headline is 100")
 	fs.Int64Var(&o.requests, "requests", 0, "stretch each headline row of the full run to at least `N` requests, its restarts spread over them (the headline: 1000000)")
 	fs.BoolVar(&o.headline, "headline", false, "run the headline rows only (rpwrap, healthy and stuck, closed loop)")
+	fs.BoolVar(&o.storm, "storm", false, "the storm rows only: rpwrap (eBPF, cBPF), healthy, closed loop, a restart every 300 ms, -restarts times (default 1000)")
 	fs.BoolVar(&o.servers, "servers", false, "restart Debian's Apache, nginx and HAProxy with their own mechanisms and with rpwrap; writes into DIR/servers (-restarts per row, default 20)")
 	fs.StringVar(&o.only, "only", "", "run only the strategy `NAME`")
 	if err := fs.Parse(args); err != nil {
@@ -87,6 +92,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if o.soak {
 		return runSoak(ctx, bin, m, o, stdout, stderr)
 	}
+	if o.storm && !restartsSet(fs) {
+		o.restarts = 1000
+	}
 	if o.servers {
 		if !restartsSet(fs) {
 			o.restarts = 20
@@ -107,10 +115,8 @@ func rpwrapBinary(ctx context.Context, path string) (string, func(), error) {
 		return "", nil, fmt.Errorf("create build directory: %w", err)
 	}
 	bin := filepath.Join(dir, "rpwrap")
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, "github.com/rpwrap/rpwrap/cmd/rpwrap")
-	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 	start := time.Now()
-	if err := cmd.Run(); err != nil {
+	if err := testutil.GoBuild(bin, modulePath+"/cmd/rpwrap"); err != nil {
 		os.RemoveAll(dir)
 		return "", nil, fmt.Errorf("build rpwrap (go build github.com/rpwrap/rpwrap/cmd/rpwrap, run inside the repository, or pass -rpwrap PATH): %w", err)
 	}

@@ -19,15 +19,27 @@ type report struct {
 	Failures []string `json:"failures,omitempty"` // rows that could not run
 }
 
+// The open loop's rate, and the clients it may have in flight: enough for
+// every request of a whole timeout's worth, so that no request waits for a
+// free client before the timeout would fail it anyway, and what a restart
+// loses is not capped by the client count.
+const (
+	openRate    = 1000
+	openClients = openRate * int(requestTimeout/time.Second)
+)
+
+// requestTimeout bounds every request of the demo-server rows.
+const requestTimeout = 5 * time.Second
+
 var loads = []loadShape{
 	{Name: "closed", Clients: 8},
-	{Name: "open", Clients: 64, Rate: 1000},
+	{Name: "open", Clients: openClients, Rate: openRate},
 	{Name: "keepalive", Clients: 8, KeepAlive: true},
 }
 
 func strategies(bin string) []strategy {
 	return []strategy{
-		plain{bin: bin}, plain{bin: bin, overlap: true},
+		plain{bin: bin}, plain{bin: bin, method: reuseportOverlap}, plain{bin: bin, method: sharedSocket},
 		wrapped{bin: bin, selector: "cbpf"}, wrapped{bin: bin, selector: "ebpf"},
 	}
 }
@@ -43,6 +55,9 @@ type cell struct {
 // cells are the rows of a run: every strategy in every scenario under
 // the closed loop; open loop in healthy and stuck; keep-alive in healthy.
 func cells(bin string, o options) []cell {
+	if o.storm {
+		return stormCells(bin, o)
+	}
 	var cs []cell
 	quick, only := o.quick, o.only
 	for _, st := range strategies(bin) {
@@ -50,9 +65,12 @@ func cells(bin string, o options) []cell {
 			continue
 		}
 		for _, sc := range scenarios {
-			for _, ls := range loads {
+			for _, ls := range loadsFor(sc) {
 				if skip(sc, ls, quick) || o.headline && !isHeadline(st, sc, ls) {
 					continue
+				}
+				if quick && sc.ReadyDelay > 0 {
+					sc.ReadyDelay = quickReadyDelay
 				}
 				p := planFor(st, sc, ls, quick, o.restarts)
 				if isHeadline(st, sc, ls) && !quick {
@@ -65,27 +83,47 @@ func cells(bin string, o options) []cell {
 	return cs
 }
 
+// quickReadyDelay is slow-start's start-up time in the quick run, which
+// has a minute for every row.
+const quickReadyDelay = 500 * time.Millisecond
+
+// longLivedLoad is the long-lived scenario's load: keep-alive clients
+// whose every request takes longLivedRequest, so that each restart finds
+// requests in flight on connections that outlive it.
+var longLivedLoad = loadShape{Name: "keepalive-slow", Clients: 16, KeepAlive: true,
+	Path: fmt.Sprintf("/slow?ms=%d", longLivedRequest.Milliseconds())}
+
+// loadsFor are the load shapes a scenario runs under.
+func loadsFor(sc scenario) []loadShape {
+	if sc.LongLived {
+		return []loadShape{longLivedLoad}
+	}
+	return loads
+}
+
 // skip leaves out the rows that cannot run or say nothing new. stuck ×
 // keepalive cannot run: the demo server hangs only once every accepted
 // connection is answered, and keep-alive clients never let go of theirs;
 // no restart strategy can move an established connection anyway.
-// slow-start shows the same under every load. The quick run keeps the
-// closed loop only.
+// slow-start shows the same under every load; a faulty successor that no
+// connection reaches cannot show anything to keep-alive clients. The
+// long-lived scenario has a load of its own. The quick run keeps the
+// closed loop (and the long-lived load) only.
 func skip(sc scenario, ls loadShape, quick bool) bool {
 	switch {
-	case ls.Name == "closed":
+	case ls.Name == "closed", sc.LongLived:
 		return false
 	case quick, sc.ReadyDelay > 0:
 		return true
 	}
-	return sc.Stuck && ls.KeepAlive
+	return (sc.Stuck || sc.Faulty()) && ls.KeepAlive
 }
 
 // isHeadline tells the headline rows: rpwrap, healthy and stuck, closed
 // loop.
 func isHeadline(st strategy, sc scenario, ls loadShape) bool {
 	_, isRpwrap := st.(wrapped)
-	return isRpwrap && ls.Name == "closed" && sc.ReadyDelay == 0
+	return isRpwrap && ls.Name == "closed" && (sc.Name == "healthy" || sc.Name == "stuck")
 }
 
 // planFor sizes a row. The full run gives the rpwrap rows of the headline
@@ -108,7 +146,7 @@ func planFor(st strategy, sc scenario, ls loadShape, quick bool, headline int) p
 // runMatrix runs every row, then the throughput ratio and wrk, and writes
 // the outputs.
 func runMatrix(ctx context.Context, bin string, m machine, o options, stdout, stderr io.Writer) int {
-	rep := report{Machine: m, Mode: map[bool]string{true: "quick", false: "full"}[o.quick]}
+	rep := report{Machine: m, Mode: mode(o)}
 	printMachine(stdout, m)
 	for _, c := range cells(bin, o) {
 		if ctx.Err() != nil {
@@ -125,10 +163,10 @@ func runMatrix(ctx context.Context, bin string, m machine, o options, stdout, st
 			r.Strategy, r.Scenario, r.Load, r.Restarts, r.Sent, r.Failed, time.Since(start).Round(100*time.Millisecond))
 		rep.Rows = append(rep.Rows, r)
 	}
-	if ctx.Err() == nil && o.only == "" && !o.headline {
+	if ctx.Err() == nil && o.only == "" && !o.headline && !o.storm {
 		rep.Ratio = measureRatios(ctx, bin, o.quick, stderr)
 	}
-	if ctx.Err() == nil && o.wrk && !o.quick && o.only == "" && !o.headline {
+	if ctx.Err() == nil && o.wrk && !o.quick && o.only == "" && !o.headline && !o.storm {
 		rep.Wrk = runWrkRows(ctx, bin, o.quick, stderr)
 	}
 	printReport(stdout, rep)
@@ -140,4 +178,36 @@ func runMatrix(ctx context.Context, bin string, m machine, o options, stdout, st
 		return 1
 	}
 	return 0
+}
+
+// stormInterval is the storm's cadence: one restart triggered every 300 ms
+// (the interval of HAProxy's reload-storm figures).
+const stormInterval = 300 * time.Millisecond
+
+// stormCells are the storm rows: rpwrap with each selector, healthy,
+// closed loop, o.restarts restarts, one triggered every stormInterval
+// whether or not the predecessor has drained (each restart returns at its
+// flip, so generations drain side by side, as in a reload storm).
+func stormCells(bin string, o options) []cell {
+	var cs []cell
+	for _, st := range []strategy{wrapped{bin: bin, selector: "ebpf", atFlip: true}, wrapped{bin: bin, selector: "cbpf", atFlip: true}} {
+		if o.only != "" && st.Name() != o.only {
+			continue
+		}
+		p := plan{Restarts: o.restarts, Steady: time.Second, Gap: time.Second, Every: stormInterval}
+		cs = append(cs, cell{st: st, sc: scenario{Name: "storm"}, ls: loads[0], p: p})
+	}
+	return cs
+}
+
+func mode(o options) string {
+	switch {
+	case o.storm:
+		return "storm"
+	case o.headline:
+		return "headline"
+	case o.quick:
+		return "quick"
+	}
+	return "full"
 }

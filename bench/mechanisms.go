@@ -9,6 +9,7 @@ import (
 	"syscall"
 
 	"github.com/rpwrap/rpwrap/fdpass"
+	"github.com/rpwrap/rpwrap/internal/procfs"
 )
 
 // ownMechanisms are the restart mechanisms of each server that the
@@ -154,5 +155,5 @@ func holdsListener(pids []int, port uint16) bool {
 	for _, i := range inodes {
 		set[i] = true
 	}
-	return holdsAny(pids, set)
+	return procfs.HoldsAny(pids, set)
 }

@@ -44,7 +44,11 @@ func runRealRow(ctx context.Context, st strategy, srv realServer, sc scenario, l
 	if err != nil {
 		return r, fmt.Errorf("%s %s: %w", st.Name(), sc.Name, err)
 	}
-	in := i0.(realInstance)
+	in, ok := i0.(realInstance)
+	if !ok {
+		i0.Close()
+		return r, fmt.Errorf("%s %s: the strategy started %T, not a real server", st.Name(), sc.Name, i0)
+	}
 	defer in.Close()
 	load, err := loadgen.Start(ctx, loadgen.Config{
 		Target: in.Addr(), Clients: ls.Clients, KeepAlive: ls.KeepAlive, Timeout: 5 * time.Second,

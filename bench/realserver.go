@@ -9,16 +9,15 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"strings"
 )
 
 // realServer is one of Debian's servers as the bench runs it: the same
 // configuration for its own reload mechanisms and for rpwrap, except for
-// how it gets its listening socket. The configurations follow
-// examples/apache, examples/nginx and examples/haproxy, with one addition:
-// every response carries X-Rpb-Config, the number of the configuration
-// the serving process read, so the bench sees whether a restart loaded
-// the new configuration.
+// how it gets its listening socket. The configurations are those of
+// examples/apache, examples/nginx and examples/haproxy (see examples.go),
+// with one addition: every response carries X-Rpb-Config, the number of
+// the configuration the serving process read, so the bench sees whether a
+// restart loaded the new configuration.
 type realServer struct {
 	Name string // apache, nginx, haproxy
 	Comm string // its processes' comm
@@ -115,13 +114,17 @@ func (s *site) binInode() uint64 {
 func (s *site) writeConfig(serial int, bad bool) error {
 	s.serial = serial
 	var text string
+	var err error
 	switch s.srv.Name {
 	case "apache":
-		text = s.apacheConf()
+		text, err = s.apacheConf()
 	case "nginx":
-		text = s.nginxConf()
+		text, err = s.nginxConf()
 	default:
-		text = s.haproxyConf()
+		text, err = s.haproxyConf()
+	}
+	if err != nil {
+		return err
 	}
 	if bad {
 		text += map[string]string{"apache": "ThisIsNotADirective on\n", "nginx": "this_is_not_a_directive on;\n",
@@ -133,76 +136,44 @@ func (s *site) writeConfig(serial int, bad bool) error {
 	return nil
 }
 
-func (s *site) apacheConf() string {
-	return strings.NewReplacer("DIR", s.dir, "LISTEN", s.listen, "PIDFILE", s.pidFile, "EXTRA", s.extra,
-		"SERIAL", fmt.Sprint(s.serial)).Replace(`ServerRoot /etc/apache2
-ServerName localhost
-DefaultRuntimeDir DIR
-PidFile PIDFILE
-Mutex file:DIR default
-User www-data
-Group www-data
-ErrorLog DIR/error.log
-LogLevel warn
-Listen LISTEN
-EXTRA
-LoadModule mpm_event_module /usr/lib/apache2/modules/mod_mpm_event.so
-LoadModule authz_core_module /usr/lib/apache2/modules/mod_authz_core.so
-LoadModule mime_module /usr/lib/apache2/modules/mod_mime.so
-LoadModule dir_module /usr/lib/apache2/modules/mod_dir.so
-LoadModule headers_module /usr/lib/apache2/modules/mod_headers.so
-TypesConfig /etc/mime.types
-DirectoryIndex index.html
-GracefulShutdownTimeout 30
-DocumentRoot DIR/htdocs
-<Directory DIR/htdocs>
-    Require all granted
-</Directory>
-Header always set X-Rpb-Config "SERIAL"
-`)
+// apacheConf is examples/apache/apache2.conf with the variables that
+// /etc/apache2/envvars and its unit would set written in, the variant's
+// lines after Listen, and the configuration header.
+func (s *site) apacheConf() (string, error) {
+	text, err := fromExample("apache/apache2.conf",
+		"PidFile ${APACHE_RUN_DIR}/apache2-${RPWRAP_GENERATION}.pid", "PidFile "+s.pidFile,
+		"${APACHE_RUN_DIR}", s.dir, "${APACHE_LOCK_DIR}", s.dir, "${APACHE_LOG_DIR}", s.dir,
+		"${APACHE_RUN_USER}", "www-data", "${APACHE_RUN_GROUP}", "www-data",
+		"Listen ${APACHE_LISTEN}", "Listen "+s.listen+"\n"+s.extra,
+		"${APACHE_DOCUMENT_ROOT}", filepath.Join(s.dir, "htdocs"))
+	if err != nil {
+		return "", err
+	}
+	return text + fmt.Sprintf("\nLoadModule headers_module /usr/lib/apache2/modules/mod_headers.so\nHeader always set %s \"%d\"\n", configHeader, s.serial), nil
 }
 
-func (s *site) nginxConf() string {
+// nginxConf is examples/nginx/nginx.conf with the bench's address, paths,
+// two workers, daemon on or off, and the configuration header.
+func (s *site) nginxConf() (string, error) {
 	daemon := "off"
 	if s.daemon {
 		daemon = "on"
 	}
-	return strings.NewReplacer("DIR", s.dir, "LISTEN", s.listen, "DAEMON", daemon,
-		"SERIAL", fmt.Sprint(s.serial)).Replace(`worker_processes 2;
-daemon DAEMON;
-pid DIR/nginx.pid;
-error_log DIR/error.log warn;
-events {
-    worker_connections 1024;
-}
-http {
-    access_log off;
-    server {
-        listen LISTEN;
-        root DIR/htdocs;
-        add_header X-Rpb-Config "SERIAL" always;
-    }
-}
-`)
+	return fromExample("nginx/nginx.conf",
+		"listen 0.0.0.0:80;", fmt.Sprintf("listen %s;\n        add_header %s \"%d\" always;", s.listen, configHeader, s.serial),
+		"/run/nginx-rpwrap.pid", filepath.Join(s.dir, "nginx.pid"),
+		"/var/log/nginx/error.log", filepath.Join(s.dir, "error.log"),
+		"/var/www/html", filepath.Join(s.dir, "htdocs"),
+		"worker_processes auto;", "worker_processes 2;\ndaemon "+daemon+";")
 }
 
-func (s *site) haproxyConf() string {
-	return strings.NewReplacer("LISTEN", s.listen, "EXTRA", s.extra, "BACKEND", s.backend,
-		"SERIAL", fmt.Sprint(s.serial)).Replace(`global
-    maxconn 4096
-EXTRA
-defaults
-    mode http
-    timeout connect 5s
-    timeout client 30s
-    timeout server 30s
-frontend http
-    bind LISTEN
-    http-response set-header X-Rpb-Config SERIAL
-    default_backend app
-backend app
-    server app1 BACKEND
-`)
+// haproxyConf is examples/haproxy/haproxy.cfg with the bench's bind and
+// backend, the variant's global lines, and the configuration header.
+func (s *site) haproxyConf() (string, error) {
+	return fromExample("haproxy/haproxy.cfg",
+		"    maxconn 4096", "    maxconn 4096\n"+s.extra,
+		"\n    bind fd@3\n", fmt.Sprintf("\n    bind %s\n    http-response set-header %s %d\n", s.listen, configHeader, s.serial),
+		"server app1 127.0.0.1:8081", "server app1 "+s.backend)
 }
 
 // apacheEnv is what /etc/apache2/envvars would set, for -f configurations

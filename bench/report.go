@@ -20,11 +20,12 @@ func printMachine(w io.Writer, m machine) {
 // then the throughput ratios and wrk's counts.
 func printReport(w io.Writer, rep report) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(w, "\nRequests (every request sent has exactly one outcome)")
-	fmt.Fprintln(tw, "strategy\tscenario\tload\trestarts\tsent\tok\tfailed\tper restart\trefused\treset\ttimeout\tshort read\tclosed idle\tother\t")
+	printSummary(w, tw, rep.Rows)
+	fmt.Fprintln(w, "\nRequests (every request sent, or due in the open loop, has exactly one outcome)")
+	fmt.Fprintln(tw, "strategy\tscenario\tload\trestarts\tsent\tok\tfailed\tper restart\trefused\treset\ttimeout\tshort read\tclosed idle\tunsent\tother\t")
 	for _, r := range rep.Rows {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%d\t%d\t%.2f\t%d\t%d\t%d\t%d\t%d\t%d\t\n", r.Strategy, r.Scenario, r.Load, r.Restarts,
-			r.Sent, r.OK, r.Failed, float64(r.Failed)/float64(max(r.Restarts, 1)), r.Refused, r.Reset, r.Timeout, r.ShortRead, r.Closed, r.BadStatus+r.Other)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%d\t%d\t%.2f\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t\n", r.Strategy, r.Scenario, r.Load, r.Restarts,
+			r.Sent, r.OK, r.Failed, r.perRestart(r.Failed), r.Refused, r.Reset, r.Timeout, r.ShortRead, r.Closed, r.Unsent, r.BadStatus+r.Other)
 	}
 	tw.Flush()
 	fmt.Fprintln(w, "\nLatency of successful requests, steady state | inside restart windows (p50 p99 p99.9 max)")
@@ -96,4 +97,36 @@ func writeOutputs(dir string, rep report) error {
 		return fmt.Errorf("write results: %w", err)
 	}
 	return writeSVGs(dir, rep)
+}
+
+// printSummary is the table to scan: per row, failed requests per restart
+// (all, and those started inside restart windows), p99 latency inside the
+// windows over steady p99, the restart's duration on the bench's clock,
+// and how many restarts failed (a faulty successor: each one should).
+func printSummary(w io.Writer, tw *tabwriter.Writer, rows []row) {
+	fmt.Fprintln(w, "\nPer restart: failed requests (all | started inside restart windows), p99 in windows / steady p99, restart duration median (max), restarts that failed")
+	fmt.Fprintln(tw, "strategy\tscenario\tload\trestarts\tfailed/restart\tin windows/restart\tp99 ratio\trestart\tfailed restarts\trpwrap clock\t")
+	for _, r := range rows {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%.2f\t%.2f\t%.2f\t%s (%s)\t%d\t%s\t\n", r.Strategy, r.Scenario, r.Load, r.Restarts,
+			r.perRestart(r.Failed), r.perRestart(r.FailedInWindows), r.p99Ratio(), ms(r.Cycle.Median), ms(r.Cycle.Max),
+			len(r.RestartErrors), r.clockVerdict())
+	}
+	tw.Flush()
+}
+
+func (r row) perRestart(n int64) float64 { return float64(n) / float64(max(r.Restarts, 1)) }
+
+// p99Ratio is p99 latency inside restart windows over steady p99.
+func (r row) p99Ratio() float64 {
+	return float64(r.InWindows.P99) / float64(max(r.Steady.P99, 1))
+}
+
+// clockVerdict says how many of rpwrap's restart accounts fit the bench's
+// clock: "-" for the strategies without rpwrap.
+func (r row) clockVerdict() string {
+	c := r.Clock
+	if c == nil {
+		return "-"
+	}
+	return fmt.Sprintf("%d/%d fit", c.Consistent, c.Checked)
 }

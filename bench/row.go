@@ -4,6 +4,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"time"
@@ -17,6 +18,7 @@ type loadShape struct {
 	Clients   int
 	Rate      float64 // > 0: open loop at this many requests/s
 	KeepAlive bool
+	Path      string // "": /
 }
 
 // plan is how long a row runs and how many restarts it does.
@@ -24,6 +26,9 @@ type plan struct {
 	Restarts int
 	Steady   time.Duration // before the first restart
 	Gap      time.Duration // between restarts, and after the last; at least this
+	// Every > 0 triggers a restart every Every (the storm), from one
+	// trigger to the next, instead of pausing Gap after each.
+	Every time.Duration
 
 	// MinRequests > 0 stretches the gaps so that the row sends at least
 	// this many requests with its restarts spread over them.
@@ -63,6 +68,7 @@ type row struct {
 	Closed    int64 `json:"closed_idle"`
 	BadStatus int64 `json:"bad_status"`
 	Other     int64 `json:"other"`
+	Unsent    int64 `json:"unsent"` // open loop: due, but no client could send it within the timeout
 
 	FailedInWindows int64           `json:"failed_in_windows"`
 	Steady          loadgen.Summary `json:"latency_steady"`
@@ -70,13 +76,14 @@ type row struct {
 	Elapsed         time.Duration   `json:"elapsed_ns"`
 	Errors          []string        `json:"errors,omitempty"`
 
-	Cycle    spread `json:"cycle"`
-	Ready    spread `json:"ready"`
-	ToFlip   spread `json:"to_flip"`
-	Overhead spread `json:"overhead"`
-	Flip     spread `json:"flip"`
-	Drain    spread `json:"drain"`
-	Handed   int    `json:"queues_handed"`
+	Cycle    spread        `json:"cycle"`
+	Ready    spread        `json:"ready"`
+	ToFlip   spread        `json:"to_flip"`
+	Overhead spread        `json:"overhead"`
+	Flip     spread        `json:"flip"`
+	Drain    spread        `json:"drain"`
+	Handed   int           `json:"queues_handed"`
+	Clock    *clockSummary `json:"rpwrap_clock,omitempty"` // rpwrap's own timings against the bench's clock
 
 	PerRestart []timings `json:"per_restart"` // in the order of Windows
 
@@ -135,19 +142,24 @@ func runRow(ctx context.Context, st strategy, sc scenario, ls loadShape, p plan)
 			cost = &wrapperCost{Start: u, MaxRSSKiB: u.RSSKiB}
 		}
 	}
-	bound := p.Steady + time.Duration(p.Restarts+1)*(p.Gap+sc.ReadyDelay+2*time.Second) + time.Minute +
+	bound := p.Steady + time.Duration(p.Restarts+1)*(p.Gap+p.Every+sc.ReadyDelay+warmUpCrash+2*time.Second) + time.Minute +
 		time.Duration(p.MinRequests/500)*time.Second // the load stops by itself even if the bench does not
 	load, err := loadgen.Start(ctx, loadgen.Config{
-		Target: in.Addr(), Clients: ls.Clients, Rate: ls.Rate, KeepAlive: ls.KeepAlive,
-		Duration: bound, Timeout: 5 * time.Second,
+		Target: in.Addr(), Clients: ls.Clients, Rate: ls.Rate, KeepAlive: ls.KeepAlive, Path: ls.Path,
+		Duration: bound, Timeout: requestTimeout,
 	})
 	if err != nil {
 		return r, err
 	}
 	sleepCtx(ctx, p.Steady) // steady state before the first restart: pacing, not synchronisation
 	var ts []timings
+	next := time.Now()
 	for i := 0; i < p.Restarts && ctx.Err() == nil; i++ {
-		if i > 0 {
+		switch {
+		case p.Every > 0:
+			sleepCtx(ctx, time.Until(next)) // the storm's cadence
+			next = next.Add(p.Every)
+		case i > 0:
 			sleepCtx(ctx, p.gap(load, i)) // pacing between restarts
 		}
 		t, err := restartOnce(ctx, in, sc, load, i)
@@ -180,7 +192,11 @@ func restartOnce(ctx context.Context, in instance, sc scenario, load *loadgen.Lo
 	end := load.Window(fmt.Sprintf("restart %d", i+1))
 	defer end()
 	if sc.Stuck {
-		if err := hang(in.ServingPid(), 10*time.Second); err != nil {
+		pid := in.ServingPid()
+		if pid <= 0 {
+			return timings{}, errors.New("no server is running to hang: an earlier restart left none")
+		}
+		if err := hang(pid, 10*time.Second); err != nil {
 			return timings{}, err
 		}
 	}
@@ -198,7 +214,7 @@ func (r *row) fill(res loadgen.Result, ts []timings) {
 	r.Restarts = len(ts)
 	r.Sent, r.OK, r.Failed = res.Sent, res.OK, res.Failed()
 	r.Refused, r.Reset, r.Timeout, r.ShortRead = res.Refused, res.Reset, res.Timeout, res.ShortRead
-	r.Closed, r.BadStatus, r.Other = res.Closed, res.BadStatus, res.Other
+	r.Closed, r.BadStatus, r.Other, r.Unsent = res.Closed, res.BadStatus, res.Other, res.Unsent
 	r.FailedInWindows = res.FailedIn(res.Windows)
 	in, out := res.SplitLatency(res.Windows)
 	r.InWindows, r.Steady = in.Summary(), out.Summary()
@@ -220,6 +236,7 @@ func (r *row) fill(res loadgen.Result, ts []timings) {
 	r.Flip = pick(func(t timings) time.Duration { return t.Flip })
 	r.Drain = pick(func(t timings) time.Duration { return t.Drain })
 	r.PerRestart = ts
+	r.Clock = summariseClock(ts)
 	for _, t := range ts {
 		if t.Handed {
 			r.Handed++

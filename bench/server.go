@@ -30,14 +30,27 @@ type server struct {
 // ready within readyTimeout; the process is then killed.
 func startServer(ctx context.Context, bin string, args []string, l *fdpass.Listener, dir string, readyTimeout time.Duration) (*server, error) {
 	defer l.Close()
+	return startOn(ctx, bin, args, l, dir, readyTimeout)
+}
+
+// startOn is startServer without closing l: the shared-socket strategy
+// keeps its one socket, as systemd keeps a socket unit's, and passes it to
+// every generation. With l nil the server is passed no socket and binds
+// its own (args say -bind). It fails as soon as the server exits before
+// READY=1.
+func startOn(ctx context.Context, bin string, args []string, l *fdpass.Listener, dir string, readyTimeout time.Duration) (*server, error) {
 	ns, err := systemd.ListenNotify(dir)
 	if err != nil {
 		return nil, err
 	}
 	defer ns.Close()
 	base := append(os.Environ(), "NOTIFY_SOCKET="+ns.Path())
-	path, argv, env := fdpass.ShimCommand(bin, append([]string{"rpwrap", "serve-demo"}, args...), base, []string{"http"}, fdpass.ListenFDs)
-	cmd := &exec.Cmd{Path: path, Args: argv, Env: env, ExtraFiles: []*os.File{l.File()}}
+	argv := append([]string{"rpwrap", "serve-demo"}, args...)
+	cmd := &exec.Cmd{Path: bin, Args: argv, Env: base} // l == nil: the server binds its own socket (-bind)
+	if l != nil {
+		path, argv, env := fdpass.ShimCommand(bin, argv, base, []string{"http"}, fdpass.ListenFDs)
+		cmd = &exec.Cmd{Path: path, Args: argv, Env: env, ExtraFiles: []*os.File{l.File()}}
+	}
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start demo server %s: %w", bin, err)
 	}
@@ -47,7 +60,17 @@ func startServer(ctx context.Context, bin string, args []string, l *fdpass.Liste
 	ns.SetPID(cmd.Process.Pid)
 	rctx, cancel := context.WithTimeout(ctx, readyTimeout)
 	defer cancel()
+	go func() {
+		select {
+		case <-s.done:
+			cancel() // exited before READY=1: a failed start, no need to wait out the timeout
+		case <-rctx.Done():
+		}
+	}()
 	if _, err := ns.Ready(rctx); err != nil {
+		if exited(s) {
+			return nil, fmt.Errorf("start demo server: exited before it was ready (%v)", s.cmd.ProcessState)
+		}
 		s.kill()
 		return nil, fmt.Errorf("start demo server: %w", err)
 	}
@@ -55,6 +78,16 @@ func startServer(ctx context.Context, bin string, args []string, l *fdpass.Liste
 }
 
 func (s *server) pid() int { return s.cmd.Process.Pid }
+
+// exited tells whether the process has exited and been reaped.
+func exited(s *server) bool {
+	select {
+	case <-s.done:
+		return true
+	default:
+		return false
+	}
+}
 
 // stop sends SIGTERM, waits up to grace for the server to exit, then
 // kills it. It returns once the process is reaped.

@@ -181,7 +181,12 @@ func wrkRealRun(ctx context.Context, path string, st strategy, sc scenario, d ti
 		r.Error = err.Error()
 		return r
 	}
-	in := i0.(realInstance)
+	in, ok := i0.(realInstance)
+	if !ok {
+		i0.Close()
+		r.Error = fmt.Sprintf("%s %s: the strategy started %T, not a real server", st.Name(), sc.Name, i0)
+		return r
+	}
 	defer in.Close()
 	args := []string{"-t2", "-c4", "-d" + strconv.Itoa(int(d.Seconds())) + "s", "--timeout", "5s",
 		"-H", "Connection: close", "http://" + in.Addr() + "/"}

@@ -44,6 +44,8 @@ type timings struct {
 	Flip     time.Duration `json:"flip_ns"`
 	Drain    time.Duration `json:"drain_ns"`
 	Handed   bool          `json:"queue_handed,omitempty"`
+
+	Clock *clockCheck `json:"clock,omitempty"` // rpwrap's figures against the bench's clock
 }
 
 // scenario is what happens around a restart.
@@ -52,23 +54,52 @@ type scenario struct {
 	Stuck      bool          // the predecessor hangs before the restart
 	ReadyDelay time.Duration // the successor's start-up time (every generation's)
 
+	// Successor are demo-server flags for every successor (not the first
+	// generation): a faulty new version. Each of its restarts fails.
+	Successor []string
+	// LongLived: the load is keep-alive clients whose requests each take
+	// longLivedRequest, holding their connections through the restarts.
+	LongLived bool
+
 	// The real servers' scenarios (-servers).
 	HangAfter bool // the old generation is frozen right after the handover
 	BadConfig bool // the new generation's configuration is refused
 }
 
+// warmUpCrash is how long the crash-after-accept successor holds the
+// connections it accepted before it crashes.
+const warmUpCrash = time.Second
+
+// longLivedRequest is how long each request of the long-lived scenario
+// takes: a restart has to wait for the ones in flight.
+const longLivedRequest = 500 * time.Millisecond
+
 var scenarios = []scenario{
 	{Name: "healthy"},
 	{Name: "stuck", Stuck: true},
 	{Name: "slow-start", ReadyDelay: 2 * time.Second},
+	// The successor accepts connections as soon as it has its socket,
+	// holds them (it is not ready), and crashes: what it accepted is lost.
+	{Name: "crash-after-accept", Successor: []string{"-crash-in-warm-up", warmUpCrash.String()}},
+	// The successor exits at start, before touching its socket.
+	{Name: "bad-config", Successor: []string{"-exit-at-start", "1"}},
+	{Name: "long-lived", LongLived: true},
 }
 
-// serverArgs are the demo server's flags for sc.
-func (sc scenario) serverArgs() []string {
+// Faulty tells a scenario whose successors never become ready.
+func (sc scenario) Faulty() bool { return len(sc.Successor) > 0 }
+
+// firstArgs are the demo server's flags for the first generation.
+func (sc scenario) firstArgs() []string {
 	if sc.ReadyDelay > 0 {
 		return []string{"-ready-delay", sc.ReadyDelay.String()}
 	}
 	return nil
+}
+
+// successorArgs are the demo server's flags for every later generation.
+func (sc scenario) successorArgs() []string {
+	return append(sc.firstArgs(), sc.Successor...)
 }
 
 // grace is how long a stopping predecessor gets before SIGKILL: a stuck

@@ -5,9 +5,7 @@ package main
 import (
 	"fmt"
 	"os"
-	"path/filepath"
 	"strconv"
-	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -176,35 +174,6 @@ func killComm(comm string) {
 	if len(pids) > 0 {
 		waitGone(pids, 0)
 	}
-}
-
-// socketInodes are the socket inodes among pid's open files.
-func socketInodes(pid int) []uint64 {
-	dir := filepath.Join("/proc", strconv.Itoa(pid), "fd")
-	fds, _ := os.ReadDir(dir)
-	var out []uint64
-	for _, fd := range fds {
-		t, err := os.Readlink(filepath.Join(dir, fd.Name()))
-		if err != nil || !strings.HasPrefix(t, "socket:[") {
-			continue
-		}
-		if ino, err := strconv.ParseUint(strings.TrimSuffix(t[len("socket:["):], "]"), 10, 64); err == nil {
-			out = append(out, ino)
-		}
-	}
-	return out
-}
-
-// holdsAny tells whether one of pids has one of inodes open.
-func holdsAny(pids []int, inodes map[uint64]bool) bool {
-	for _, pid := range pids {
-		for _, ino := range socketInodes(pid) {
-			if inodes[ino] {
-				return true
-			}
-		}
-	}
-	return false
 }
 
 type unixStat = unix.Stat_t

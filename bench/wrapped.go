@@ -21,6 +21,10 @@ import (
 type wrapped struct {
 	bin      string
 	selector string // "ebpf" or "cbpf"
+	// atFlip: a restart returns at the flip, with the predecessor still
+	// draining (ctl restart without --wait), so the next one can follow
+	// while it drains: the storm.
+	atFlip bool
 }
 
 func (w wrapped) Name() string { return "rpwrap-" + w.selector }
@@ -31,6 +35,10 @@ type wrappedInstance struct {
 	dir     string
 	control string
 	addr    string
+
+	sc        scenario
+	flagsFile string // the demo server's flags for the next generation; "" for other commands
+	atFlip    bool   // restarts answer at the flip, not once the predecessor is drained
 }
 
 func (w wrapped) Start(ctx context.Context, sc scenario) (instance, error) {
@@ -38,10 +46,31 @@ func (w wrapped) Start(ctx context.Context, sc scenario) (instance, error) {
 	if err != nil {
 		return nil, fmt.Errorf("create bench directory: %w", err)
 	}
+	// rpwrap runs one command for every generation; the demo server's
+	// flags come from a file that the bench rewrites before each restart,
+	// as a deploy would replace a configuration file.
+	flagsFile := filepath.Join(dir, "demo.flags")
+	if err := writeFlags(flagsFile, sc.firstArgs()); err != nil {
+		os.RemoveAll(dir)
+		return nil, err
+	}
 	args := []string{"--listen", "http=127.0.0.1:0", "--selector", w.selector, "--ready", "notify",
 		"--drain-timeout", sc.grace().String(), "--drain-stall", "200ms",
-		"--log-level", "error", "--", w.bin, "serve-demo"}
-	return startRpwrap(ctx, w.bin, dir, append(args, sc.serverArgs()...), nil)
+		"--log-level", "error", "--", "/bin/sh", "-c", `exec "$0" serve-demo $(cat "$1")`, w.bin, flagsFile}
+	in, err := startRpwrap(ctx, w.bin, dir, args, nil)
+	if err != nil {
+		return nil, err
+	}
+	in.sc, in.flagsFile, in.atFlip = sc, flagsFile, w.atFlip
+	return in, nil
+}
+
+// writeFlags writes the demo server's flags, separated by spaces, to path.
+func writeFlags(path string, flags []string) error {
+	if err := os.WriteFile(path, []byte(strings.Join(flags, " ")+"\n"), 0o644); err != nil {
+		return fmt.Errorf("write the demo server's flags: %w", err)
+	}
+	return nil
 }
 
 // startRpwrap runs `rpwrap --control DIR/ctl.sock args...` with env added,
@@ -129,8 +158,13 @@ func (in *wrappedInstance) ServingPid() int {
 }
 
 func (in *wrappedInstance) Restart(ctx context.Context) (timings, error) {
+	if in.flagsFile != "" {
+		if err := writeFlags(in.flagsFile, in.sc.successorArgs()); err != nil {
+			return timings{}, err
+		}
+	}
 	start := time.Now()
-	resp, err := supervisor.Call(ctx, in.control, supervisor.Request{Command: "restart", Wait: true})
+	resp, err := supervisor.Call(ctx, in.control, supervisor.Request{Command: "restart", Wait: !in.atFlip})
 	cycle := time.Since(start)
 	if err != nil {
 		return timings{Cycle: cycle}, err
@@ -138,6 +172,7 @@ func (in *wrappedInstance) Restart(ctx context.Context) (timings, error) {
 	var t timings
 	if r := resp.Restart; r != nil {
 		t = timings{Ready: r.Ready, ToFlip: r.ToFlip, Overhead: r.Overhead, Flip: r.Flip, Drain: r.Drain, Handed: r.Migrated}
+		t.Clock = checkClock(start, cycle, *r)
 	}
 	t.Cycle = cycle
 	if !resp.OK {

@@ -164,6 +164,25 @@ func TestCrashAfterReadyExits3(t *testing.T) {
 	}
 }
 
+// -crash-in-warm-up: the server accepts a connection, never answers it,
+// never sends READY=1, and exits 3; the client sees its connection end
+// without a response.
+func TestCrashInWarmUpAcceptsThenDropsAndExits3(t *testing.T) {
+	c := startChild(t, "-crash-in-warm-up", "500ms")
+	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: eventTimeout}
+	resp, err := client.Get("http://" + c.addr + "/")
+	if err == nil {
+		resp.Body.Close()
+		t.Errorf("GET / = %d, want the connection to end without a response", resp.StatusCode)
+	}
+	if code := c.exitCode(t); code != 3 {
+		t.Errorf("exit status = %d, want 3", code)
+	}
+	if n := c.pendingNotification(t); n != "" {
+		t.Errorf("notification %q, want none", n)
+	}
+}
+
 func TestReadyDelayHoldsConnectionsUntilReady(t *testing.T) {
 	const delay = 500 * time.Millisecond
 	start := time.Now()
@@ -279,7 +298,7 @@ func TestFlags(t *testing.T) {
 	if code := run([]string{"-help"}, &out); code != 0 {
 		t.Errorf("-help exit status = %d, want 0", code)
 	}
-	for _, flag := range []string{"-ready-delay", "-exit-at-start", "-never-ready", "-crash-after-ready", "-ignore-term", "-graceful", "-shutdown-timeout"} {
+	for _, flag := range []string{"-ready-delay", "-exit-at-start", "-never-ready", "-crash-after-ready", "-crash-in-warm-up", "-ignore-term", "-graceful", "-shutdown-timeout"} {
 		if !strings.Contains(out.String(), flag) {
 			t.Errorf("-help does not document %s", flag)
 		}

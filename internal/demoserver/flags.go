@@ -13,6 +13,7 @@ type options struct {
 	exitAtStart     int
 	neverReady      bool
 	crashAfterReady time.Duration
+	crashWarmUp     time.Duration
 	ignoreTerm      bool
 	graceful        bool
 	shutdownTimeout time.Duration
@@ -57,6 +58,7 @@ func parseFlags(args []string, out io.Writer) (options, error) {
 	fs.IntVar(&o.exitAtStart, "exit-at-start", -1, "exit at once with `CODE`, before touching the sockets (a failed start); negative: off")
 	fs.BoolVar(&o.neverReady, "never-ready", false, "serve, but never send READY=1")
 	fs.DurationVar(&o.crashAfterReady, "crash-after-ready", 0, "exit 3 `DURATION` after READY=1 (a crash); 0: never")
+	fs.DurationVar(&o.crashWarmUp, "crash-in-warm-up", 0, "accept at once but hold every request, never send READY=1, and exit 3 after `DURATION`\n(a server that accepts before it is ready, then crashes in its warm-up); 0: off")
 	fs.BoolVar(&o.ignoreTerm, "ignore-term", false, "ignore SIGTERM (a hung stop); SIGINT, SIGQUIT and SIGWINCH still stop it")
 	fs.BoolVar(&o.graceful, "graceful", true, "on SIGTERM, SIGINT, SIGQUIT or SIGWINCH stop accepting, finish requests in flight, exit 0;\nfalse: close every connection at once and exit 0")
 	fs.DurationVar(&o.shutdownTimeout, "shutdown-timeout", 60*time.Second, "give requests in flight at most `DURATION` to finish on a graceful stop, then close them and exit 1")

@@ -100,7 +100,7 @@ func serve(opts options, socks sockets, stderr io.Writer) int {
 	signal.Notify(hangc, syscall.SIGUSR2)
 	defer signal.Stop(hangc)
 	srv := &http.Server{
-		Handler:           closeWhenStopping(newMux(gen, os.Getpid())),
+		Handler:           warmUp(opts, closeWhenStopping(newMux(gen, os.Getpid()))),
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       30 * time.Second,
 		ConnState: func(_ net.Conn, st http.ConnState) {
@@ -133,6 +133,9 @@ func serve(opts options, socks sockets, stderr io.Writer) int {
 		h.start()
 	}()
 	crash := notifyReady(opts, stderr)
+	if opts.crashWarmUp > 0 {
+		crash = time.After(opts.crashWarmUp)
+	}
 	select {
 	case sig := <-sigc:
 		linger(opts, echoers, stderr)
@@ -145,6 +148,10 @@ func serve(opts options, socks sockets, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "demo server pid=%d: serve: %v\n", os.Getpid(), err)
 		return exitFailed
 	case <-crash:
+		if opts.crashWarmUp > 0 {
+			fmt.Fprintf(stderr, "demo server pid=%d: crashing %v into the warm-up, with the requests it accepted unanswered, as -crash-in-warm-up asks\n", os.Getpid(), opts.crashWarmUp)
+			return exitCrashed
+		}
 		fmt.Fprintf(stderr, "demo server pid=%d: crashing %v after ready, as -crash-after-ready asks\n", os.Getpid(), opts.crashAfterReady)
 		return exitCrashed
 	}
@@ -171,7 +178,7 @@ func waitStart(delay time.Duration, sigc <-chan os.Signal) (os.Signal, bool) {
 // it is off). Without NOTIFY_SOCKET nothing is sent. A failed send is
 // reported on stderr and otherwise ignored: the supervisor will time out.
 func notifyReady(opts options, stderr io.Writer) <-chan time.Time {
-	if !opts.neverReady {
+	if !opts.neverReady && opts.crashWarmUp <= 0 {
 		if _, err := daemon.SdNotify(false, daemon.SdNotifyReady); err != nil {
 			fmt.Fprintf(stderr, "demo server pid=%d: send READY=1 to NOTIFY_SOCKET=%s: %v\n", os.Getpid(), os.Getenv("NOTIFY_SOCKET"), err)
 		}

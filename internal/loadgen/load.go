@@ -18,11 +18,13 @@ type Load struct {
 	workers sync.WaitGroup
 	done    chan struct{} // closed when every worker has returned
 
-	mu     sync.Mutex
-	res    Result
-	open   map[int]string // windows begun and not ended, by index in res.Windows
-	end    time.Time      // when the last worker returned
-	finish sync.Once
+	mu   sync.Mutex
+	res  Result
+	open map[int]string // windows begun and not ended, by index in res.Windows
+	end  time.Time      // when the last worker returned
+	// stoppedAt is when Stop was called (since start); 0: the load ran out
+	stoppedAt time.Duration
+	finish    sync.Once
 }
 
 // Start validates cfg and starts sending its load in the background. It
@@ -70,9 +72,16 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 }
 
 // Stop stops the load from starting new requests. Requests in flight end
-// on their own, within Config.Timeout.
+// on their own, within Config.Timeout. With a Rate, the requests that were
+// due before Stop are still sent, or counted Unsent when no client is free
+// for them within Config.Timeout: Stop ends the schedule, it drops nothing.
 func (l *Load) Stop() {
-	l.stop.Do(func() { close(l.stopped) })
+	l.stop.Do(func() {
+		l.mu.Lock()
+		l.stoppedAt = time.Since(l.start)
+		l.mu.Unlock()
+		close(l.stopped)
+	})
 }
 
 // Done is closed once every request has ended.
@@ -86,6 +95,7 @@ func (l *Load) Wait() Result {
 		l.mu.Lock()
 		defer l.mu.Unlock()
 		l.res.Elapsed = l.end.Sub(l.start)
+		l.countUntaken()
 		for i := range l.open {
 			l.res.Windows[i].End = l.res.Elapsed
 		}

@@ -21,9 +21,10 @@ const (
 	outcomeClosed            // a reused keep-alive connection ended before a byte of the response
 	outcomeBadStatus         // a whole response, not 200
 	outcomeOther             // anything else: malformed response, no route, ...
+	outcomeUnsent            // open loop: due, but no client was free to send it within Config.Timeout
 )
 
-var outcomeNames = [...]string{"ok", "refused", "reset", "timeout", "short read", "closed idle", "bad status", "other"}
+var outcomeNames = [...]string{"ok", "refused", "reset", "timeout", "short read", "closed idle", "bad status", "other", "unsent"}
 
 func (o outcome) String() string { return outcomeNames[o] }
 

@@ -5,7 +5,7 @@ import "time"
 // Result counts every request the load sent, each exactly once:
 // Sent == OK + Failed().
 type Result struct {
-	Sent int64 // requests started: each has exactly one outcome below
+	Sent int64 // requests started, and with Rate those due but never sent (Unsent): each has exactly one outcome below
 	OK   int64 // whole responses with status 200
 
 	// Failures, by kind.
@@ -16,6 +16,7 @@ type Result struct {
 	Closed    int64 // KeepAlive only: the server ended a reused connection before a byte of the response came (the race with closing an idle connection, which net/http retries)
 	BadStatus int64 // a whole response with a status other than 200
 	Other     int64 // anything else, such as a malformed response
+	Unsent    int64 // open loop only: due, but every client was busy until Config.Timeout after it was due, or until the load stopped
 
 	Latency  Histogram // of the OK requests
 	Timeline []Bucket  // by the time each request was started (with Rate: was due)
@@ -53,7 +54,7 @@ const maxErrors = 10
 
 // Failed is the number of requests that did not get a whole 200 response.
 func (r Result) Failed() int64 {
-	return r.Refused + r.Reset + r.Timeout + r.ShortRead + r.Closed + r.BadStatus + r.Other
+	return r.Refused + r.Reset + r.Timeout + r.ShortRead + r.Closed + r.BadStatus + r.Other + r.Unsent
 }
 
 // SplitLatency returns the latencies of the OK requests started inside
@@ -122,6 +123,8 @@ func (r *Result) failures(o outcome) *int64 {
 		return &r.Closed
 	case outcomeBadStatus:
 		return &r.BadStatus
+	case outcomeUnsent:
+		return &r.Unsent
 	}
 	return &r.Other
 }

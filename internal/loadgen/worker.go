@@ -17,6 +17,9 @@ func (l *Load) work() {
 		sent := time.Now()
 		if l.cfg.Rate == 0 {
 			due = sent
+		} else if sent.Sub(due) > l.cfg.Timeout {
+			l.recordUnsent(due.Sub(l.start))
+			continue
 		}
 		err := c.do(sent.Add(l.cfg.Timeout))
 		l.record(due.Sub(l.start), time.Since(due), err)
@@ -26,9 +29,11 @@ func (l *Load) work() {
 // next takes the next request and returns when it is due, or false when
 // the load is over. With a Rate it waits until the request is due.
 func (l *Load) next() (time.Time, bool) {
-	if l.isStopped() {
+	if l.isStopped() && l.cfg.Rate == 0 {
 		return time.Time{}, false
 	}
+	// With a Rate, a stopped load still sends the requests that fell due
+	// before the stop (see drainDue).
 	i := l.ticket.Add(1) - 1
 	if l.cfg.Requests > 0 && i >= int64(l.cfg.Requests) {
 		return time.Time{}, false
@@ -41,8 +46,11 @@ func (l *Load) next() (time.Time, bool) {
 	if l.cfg.Duration > 0 && offset >= l.cfg.Duration {
 		return time.Time{}, false
 	}
+	if stopped, at := l.stoppedAtTime(); stopped && offset >= at {
+		return time.Time{}, false
+	}
 	due := l.start.Add(offset)
-	return due, l.sleepUntil(due)
+	return due, l.sleepUntil(due) || l.dueBeforeStop(offset)
 }
 
 func (l *Load) isStopped() bool {

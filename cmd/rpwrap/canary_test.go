@@ -162,16 +162,16 @@ func TestCanaryShareUnderLoad(t *testing.T) {
 			w.waitRollout("canary")
 			stageFrom := time.Now()
 			resp := <-done
-			flipped := time.Now()
 			if !resp.OK {
 				t.Fatalf("restart with a canary: %s", resp.Error)
 			}
+			flipped := resp.Restart.At.Add(resp.Restart.ToFlip) // the flip itself, before the answer came
 			newPid := resp.Restart.Pid
 			load.waitMore(t, 1000)
 			answers := load.finish()
 
-			stage := count(answers, stageFrom, flipped.Add(-100*time.Millisecond))
-			after := count(answers, flipped, time.Now())
+			stage := count(answers, stageFrom, flipped.Add(-10*time.Millisecond))
+			after := count(answers, flipped.Add(10*time.Millisecond), time.Now())
 			total := stage[oldPid] + stage[newPid]
 			t.Logf("canary stage: %d of %d new connections to the successor (%.1f%%); after the flip: %v; rpwrap counted %+v",
 				stage[newPid], total, 100*float64(stage[newPid])/float64(total), after, resp.Restart.Rollout.Shares)

@@ -22,9 +22,10 @@ import (
 // pidAnswer is one request of pidLoad: when it started, which server pid
 // answered it (0: it failed) and why it failed.
 type pidAnswer struct {
-	at  time.Time
-	pid int
-	err error
+	at   time.Time
+	took time.Duration
+	pid  int
+	err  error
 }
 
 // pidLoad sends GET / on a new connection per request (so every request
@@ -60,8 +61,9 @@ func startPidLoad(addr string, clients int) *pidLoad {
 	return l
 }
 
-func (l *pidLoad) one() pidAnswer {
-	a := pidAnswer{at: time.Now()}
+func (l *pidLoad) one() (a pidAnswer) {
+	a.at = time.Now()
+	defer func() { a.took = time.Since(a.at) }()
 	c, err := net.DialTimeout("tcp", l.addr, 5*time.Second)
 	if err != nil {
 		a.err = err
@@ -162,16 +164,16 @@ func TestCanaryShareUnderLoad(t *testing.T) {
 			w.waitRollout("canary")
 			stageFrom := time.Now()
 			resp := <-done
-			flipped := time.Now()
 			if !resp.OK {
 				t.Fatalf("restart with a canary: %s", resp.Error)
 			}
+			flipped := resp.Restart.At.Add(resp.Restart.ToFlip) // the flip itself, before the answer came
 			newPid := resp.Restart.Pid
 			load.waitMore(t, 1000)
 			answers := load.finish()
 
-			stage := count(answers, stageFrom, flipped.Add(-100*time.Millisecond))
-			after := count(answers, flipped, time.Now())
+			stage := count(answers, stageFrom, flipped.Add(-10*time.Millisecond))
+			after := count(answers, flipped.Add(10*time.Millisecond), time.Now())
 			total := stage[oldPid] + stage[newPid]
 			t.Logf("canary stage: %d of %d new connections to the successor (%.1f%%); after the flip: %v; rpwrap counted %+v",
 				stage[newPid], total, 100*float64(stage[newPid])/float64(total), after, resp.Restart.Rollout.Shares)
@@ -257,6 +259,7 @@ func TestFailingSuccessorIsRolledBack(t *testing.T) {
 			t.Logf("during the restart: %v (old pid %d, new %d); after: %v; back to the predecessor %s after rpwrap saw the failure; "+
 				"clients: last answer from the successor to the first new connection answered by the predecessor %s",
 				during, oldPid, newPid, after, r.FlipBack, servedGap(answers, oldPid, newPid))
+			t.Logf("the longest request answered during the restart took %s", longest(answers, start, back))
 			if during[newPid] == 0 || during[oldPid] == 0 {
 				t.Errorf("during the restart: %v, want both generations to answer", during)
 			}
@@ -277,6 +280,18 @@ func TestFailingSuccessorIsRolledBack(t *testing.T) {
 			}
 		})
 	}
+}
+
+// longest is the longest time a request started in [from, to) that was
+// answered took.
+func longest(answers []pidAnswer, from, to time.Time) time.Duration {
+	var m time.Duration
+	for _, a := range answers {
+		if a.pid != 0 && !a.at.Before(from) && a.at.Before(to) {
+			m = max(m, a.took)
+		}
+	}
+	return m.Round(time.Millisecond)
 }
 
 // servedGap is the time from the successor's last answer to the first

@@ -185,6 +185,7 @@ func (s *Supervisor) beginRollout(st *RolloutStatus) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.roll.cur, s.roll.ended = st, make(chan struct{})
+	s.emit(Event{Type: EventRolloutBegan, Generation: st.Generation, Predecessor: st.Predecessor, Phase: st.Phase})
 }
 
 // updateRollout changes the rollout in progress under the lock.
@@ -198,7 +199,7 @@ func (s *Supervisor) updateRollout(fn func(st *RolloutStatus)) {
 
 // endRollout keeps the rollout in progress as the last one, ended in
 // phase (and, when rolled back, why and how long the way back took), and
-// returns a copy. Events and metrics of a rollout's end belong here.
+// returns a copy, and publishes the end as an event.
 func (s *Supervisor) endRollout(phase, why string, back time.Duration) *RolloutStatus {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -207,6 +208,7 @@ func (s *Supervisor) endRollout(phase, why string, back time.Duration) *RolloutS
 		return nil
 	}
 	st.Phase, st.Aborted, st.FlipBack, st.Until = phase, why, back, nil
+	s.emit(Event{Type: EventRolloutEnded, Generation: st.Generation, Predecessor: st.Predecessor, Phase: phase, Reason: why, Took: back})
 	s.roll.last, s.roll.cur = st, nil
 	close(s.roll.ended)
 	s.roll.ended = nil
@@ -289,7 +291,7 @@ func (s *Supervisor) clearShare() {
 }
 
 // countStage records what the selectors counted in the stage that ends
-// (events and metrics of a stage belong here).
+// and publishes it as an event.
 func (s *Supervisor) countStage(stage CanaryStage) {
 	sh := StageShare{Percent: stage.Percent}
 	for _, grp := range s.groups {
@@ -302,7 +304,9 @@ func (s *Supervisor) countStage(stage CanaryStage) {
 		sh.Predecessor += c.Rest
 	}
 	sh.Measured = bpf.CanaryCount{Canary: sh.Successor, Rest: sh.Predecessor}.Share()
-	s.updateRollout(func(st *RolloutStatus) { st.Shares = append(st.Shares, sh) })
+	gen := 0
+	s.updateRollout(func(st *RolloutStatus) { st.Shares, gen = append(st.Shares, sh), st.Generation })
+	s.emit(Event{Type: EventCanaryStage, Generation: gen, Percent: stage.Percent, ToSuccessor: sh.Successor, ToPredecessor: sh.Predecessor})
 	s.cfg.Log.Info("canary stage ended", "percent", stage.Percent, "to_successor", sh.Successor, "to_predecessor", sh.Predecessor,
 		"measured_percent", strconv.FormatFloat(sh.Measured, 'f', 1, 64))
 }

@@ -24,8 +24,13 @@ type Event struct {
 	Source      string        `json:"source,omitempty"`      // restart_asked: SIGHUP or control
 	Reason      string        `json:"reason,omitempty"`      // rolled_back, crashed, dropped: why
 	Deadline    *time.Time    `json:"deadline,omitempty"`    // drain_began: when it is killed at the latest
-	Took        time.Duration `json:"took_ns,omitempty"`     // ready: since start; flipped: since the trigger; drain_ended: since the flip
+	Took        time.Duration `json:"took_ns,omitempty"`     // ready: since start; flipped: since the trigger; drain_ended: since the flip; rollout_ended: the flip back
 	HandedOver  bool          `json:"handed_over,omitempty"` // drain_ended: its queue was migrated or relayed
+	// rollout_began, canary_stage, rollout_ended: the canary or watch.
+	Phase         string  `json:"phase,omitempty"`          // rollout_began: canary or watch; rollout_ended: promoted or rolled back
+	Percent       float64 `json:"percent,omitempty"`        // canary_stage: the share asked for
+	ToSuccessor   uint64  `json:"to_successor,omitempty"`   // canary_stage: new connections the successor got
+	ToPredecessor uint64  `json:"to_predecessor,omitempty"` // canary_stage: and the predecessor
 }
 
 // EventType names an Event.
@@ -41,6 +46,9 @@ const (
 	EventDrainBegan   EventType = "drain_began"   // the predecessor drains
 	EventDrainEnded   EventType = "drain_ended"   // the predecessor is stopped and retired
 	EventRolledBack   EventType = "rolled_back"   // the restart failed; the predecessor serves on
+	EventRolloutBegan EventType = "rollout_began" // after ready (canary) or the flip (watch): the successor is on trial
+	EventCanaryStage  EventType = "canary_stage"  // a canary stage ended, with what each side got
+	EventRolloutEnded EventType = "rollout_ended" // the trial ended: promoted or watched to its end, or rolled back (Reason)
 	EventCrashed      EventType = "crashed"       // the serving generation exited on its own
 	EventRespawned    EventType = "respawned"     // a new generation serves on the sockets of the one that crashed
 	EventDropped      EventType = "dropped"       // last line to a client that read too slowly

@@ -67,7 +67,7 @@ func (s *Supervisor) watchAfterFlip(ctx context.Context, old, g *generation, ro 
 	}
 	until := time.Now().Add(ro.watch)
 	if len(ro.canary) == 0 {
-		s.beginRollout(&RolloutStatus{Generation: g.n, Predecessor: old.n})
+		s.beginRollout(&RolloutStatus{Generation: g.n, Predecessor: old.n, Phase: "watch"})
 	}
 	s.updateRollout(func(st *RolloutStatus) { st.Phase, st.Until = "watch", &until })
 	g.log.Info("watching the successor; the predecessor stands by, still running", "watch", ro.watch, "predecessor", old.n)

@@ -50,8 +50,10 @@ Commands:
             client for reading too slowly): first following (the generation
             serving now), then restart_asked, started, ready,
             flipped, drain_began, drain_ended, rolled_back (with the reason),
-            crashed, respawned. Fields: at (RFC 3339), event, generation,
-            pid, predecessor, source, reason, deadline, took_ns, handed_over
+            crashed, respawned; rollout_began, canary_stage, rollout_ended
+            (--canary, --watch). Fields: at (RFC 3339), event, generation,
+            pid, predecessor, source, reason, deadline, took_ns, handed_over,
+            phase, percent, to_successor, to_predecessor
 
 Flags (before or after the command):
   --control PATH      the control socket of the rpwrap to talk to (default as

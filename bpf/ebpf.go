@@ -20,6 +20,9 @@ type ebpfSelector struct {
 	active  *ebpf.Map // ARRAY, one entry: the active slot
 	probes  *ebpf.Map // HASH: source port -> slot
 	prog    *ebpf.Program
+	layout  string               // fingerprint of the program's code (see handover.go)
+	presets map[string]*ebpf.Map // maps handed over, for load to take (see handover.go)
+	taken   []string             // the names of the maps load took from presets
 }
 
 // Supported reports why the EBPF flavour cannot be used here, or nil if it
@@ -73,26 +76,37 @@ func newEBPF(first syscall.Conn, group sockInfo) (_ Selector, err error) {
 
 // load creates the maps and the program.
 func (s *ebpfSelector) load() (err error) {
-	if s.sockets, err = newMap("rpwrap_sockets", ebpf.ReusePortSockArray, 8, MaxSlots); err != nil {
+	if s.sockets, err = s.newMap("rpwrap_sockets", ebpf.ReusePortSockArray, 8, MaxSlots); err != nil {
 		return err
 	}
-	if s.active, err = newMap("rpwrap_active", ebpf.Array, 4, 1); err != nil {
+	if s.active, err = s.newMap("rpwrap_active", ebpf.Array, 4, 1); err != nil {
 		return err
 	}
-	if s.probes, err = newMap("rpwrap_probes", ebpf.Hash, 4, MaxProbes); err != nil {
+	if s.probes, err = s.newMap("rpwrap_probes", ebpf.Hash, 4, MaxProbes); err != nil {
 		return err
 	}
+	insns := selectorProgram(s.sockets.FD(), s.active.FD(), s.probes.FD())
+	s.layout = layoutOf(insns)
 	s.prog, err = ebpf.NewProgram(&ebpf.ProgramSpec{
 		Name:         "rpwrap_select",
 		Type:         ebpf.SkReuseport,
 		AttachType:   ebpf.AttachSkReuseportSelectOrMigrate,
-		Instructions: selectorProgram(s.sockets.FD(), s.active.FD(), s.probes.FD()),
+		Instructions: insns,
 		License:      "Dual MIT/GPL",
 	})
 	if err != nil {
 		return fmt.Errorf("load SK_REUSEPORT program: %w", err)
 	}
 	return nil
+}
+
+// newMap creates a map, or takes the one of that name and shape that an
+// adoption handed over (see presetMap).
+func (s *ebpfSelector) newMap(name string, t ebpf.MapType, valueSize, entries uint32) (*ebpf.Map, error) {
+	if m := s.presetMap(name, t, valueSize, entries); m != nil {
+		return m, nil
+	}
+	return newMap(name, t, valueSize, entries)
 }
 
 func newMap(name string, t ebpf.MapType, valueSize, entries uint32) (*ebpf.Map, error) {

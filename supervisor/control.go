@@ -23,8 +23,9 @@ import (
 
 // Request is a control command.
 type Request struct {
-	Command string `json:"command"`        // "restart", "status" or "sockets"
-	Wait    bool   `json:"wait,omitempty"` // restart: answer once the predecessor is drained, not at the flip
+	Command string `json:"command"`          // "restart", "status", "sockets" or "upgrade"
+	Wait    bool   `json:"wait,omitempty"`   // restart: answer once the predecessor is drained, not at the flip
+	Binary  string `json:"binary,omitempty"` // upgrade: the binary to upgrade onto; "" for the one rpwrap was started from
 }
 
 // Response answers a Request. Error is set when the command failed; for a
@@ -35,6 +36,7 @@ type Response struct {
 	Restart *RestartResult `json:"restart,omitempty"`
 	Status  *Status        `json:"status,omitempty"`
 	Sockets *Sockets       `json:"sockets,omitempty"`
+	Upgrade *UpgradeResult `json:"upgrade,omitempty"`
 }
 
 // maxRequest bounds a control request line.
@@ -50,10 +52,10 @@ func ParseRequest(b []byte) (Request, error) {
 		return r, fmt.Errorf("control request: %w", err)
 	}
 	switch r.Command {
-	case "restart", "status", "sockets":
+	case "restart", "status", "sockets", "upgrade":
 		return r, nil
 	}
-	return r, fmt.Errorf("control request: unknown command %q (want restart, status or sockets)", r.Command)
+	return r, fmt.Errorf("control request: unknown command %q (want restart, status, sockets or upgrade)", r.Command)
 }
 
 type controlServer struct {
@@ -62,6 +64,7 @@ type controlServer struct {
 	s       *Supervisor
 	wg      sync.WaitGroup // serve, the accept loop
 	clients connSet        // the clients being served
+	busy    sync.WaitGroup // clients whose request has not reached the event loop or been answered (see pause)
 }
 
 // listenControl creates the control socket at path: mode 0600 in a
@@ -101,7 +104,10 @@ func (c *controlServer) serve() {
 		conn, err := c.l.AcceptUnix()
 		if err == nil {
 			delay = 0
-			if !c.clients.serve(c.s, conn, func() { c.handle(conn) }) {
+			c.busy.Add(1)
+			settle := sync.OnceFunc(c.busy.Done)
+			if !c.clients.serve(c.s, conn, func() { defer settle(); c.handle(conn, settle) }) {
+				settle()
 				return // wait has begun
 			}
 			continue
@@ -148,7 +154,7 @@ func (c *controlServer) wait() {
 // rpwrap's own user or as root. The request is read before a refusal is
 // sent, so that the client's write does not fail (EPIPE) before it can
 // read why it was refused.
-func (c *controlServer) handle(conn *net.UnixConn) {
+func (c *controlServer) handle(conn *net.UnixConn, settle func()) {
 	defer conn.Close()
 	reply := func(r Response) { json.NewEncoder(conn).Encode(r) }
 	conn.SetReadDeadline(time.Now().Add(10 * time.Second))
@@ -173,12 +179,15 @@ func (c *controlServer) handle(conn *net.UnixConn) {
 	case "sockets":
 		v := c.s.Sockets()
 		reply(Response{OK: true, Sockets: &v})
-	case "restart":
-		restart := c.s.Restart
-		if req.Wait {
-			restart = c.s.RestartAndDrain
+	case "upgrade":
+		r, err := c.s.Upgrade(context.Background(), req.Binary, conn, settle)
+		resp := Response{OK: err == nil, Upgrade: &r}
+		if err != nil {
+			resp.Error = err.Error()
 		}
-		r, err := restart(context.Background())
+		reply(resp)
+	case "restart":
+		r, err := c.s.requestFrom(context.Background(), restartRequest{wait: req.Wait, conn: conn}, settle)
 		resp := Response{OK: err == nil, Restart: &r}
 		if err != nil {
 			resp.Error = err.Error()

@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/signal"
 	"runtime/debug"
@@ -53,6 +54,8 @@ type Supervisor struct {
 	history    []*RestartResult
 	stopping   bool      // SIGTERM came: /readyz reports not ready
 	stopDelay  time.Time // end of the stop delay, when there is one
+
+	up upgrader // in-place upgrades of rpwrap itself (upgrade.go)
 }
 
 // restartRequest is one restart trigger: reply gets the result, at the
@@ -61,6 +64,7 @@ type Supervisor struct {
 type restartRequest struct {
 	reply chan<- RestartResult
 	wait  bool
+	conn  *net.UnixConn // the control client waiting for reply, carried across an upgrade; nil for none
 }
 
 // New checks cfg, opens the first generation's sockets (or takes the ones
@@ -84,6 +88,7 @@ func New(cfg Config) (_ *Supervisor, err error) {
 		ready:    make(chan struct{}),
 		nextGen:  1,
 	}
+	s.up.init()
 	// The control socket comes first: a second rpwrap started by mistake
 	// for the same service stops here, before it touches the sockets.
 	if cfg.ControlPath != "" {
@@ -174,7 +179,7 @@ func (s *Supervisor) Listeners() []fdpass.Spec {
 func (s *Supervisor) Run(ctx context.Context) (code int) {
 	defer s.health.close() // last: it answers 503 until the end
 	var err error
-	if s.reaper, err = newReaper(); err != nil {
+	if s.reaper, err = newReaper(s.up.adopting()); err != nil {
 		s.cfg.Log.Error("cannot supervise children", "err", err)
 		s.closeGroups(s.gens[0])
 		return 1
@@ -195,6 +200,10 @@ func (s *Supervisor) Run(ctx context.Context) (code int) {
 	defer s.release()
 	defer s.recoverPanic(&code)
 
+	if s.up.resume != nil { // an in-place upgrade: the generations run already
+		s.adoptGenerations()
+		return s.loop(ctx, sigs, nil)
+	}
 	first := s.gens[0]
 	s.mu.Lock()
 	s.nextGen = 2
@@ -314,9 +323,19 @@ func (s *Supervisor) RestartAndDrain(ctx context.Context) (RestartResult, error)
 }
 
 func (s *Supervisor) request(ctx context.Context, wait bool) (RestartResult, error) {
+	return s.requestFrom(ctx, restartRequest{wait: wait}, nil)
+}
+
+// requestFrom is request for r, from the control client r.conn; handed,
+// if not nil, is called once the trigger has reached the event loop.
+func (s *Supervisor) requestFrom(ctx context.Context, r restartRequest, handed func()) (RestartResult, error) {
 	reply := make(chan RestartResult, 1)
+	r.reply = reply
 	select {
-	case s.triggers <- restartRequest{reply: reply, wait: wait}:
+	case s.triggers <- r:
+		if handed != nil {
+			handed()
+		}
 	case <-s.quit:
 		return RestartResult{}, errors.New("restart: rpwrap is stopping")
 	case <-ctx.Done():

@@ -28,6 +28,16 @@ Commands:
   status    rpwrap's pid, version, uptime and configuration; per generation
             its pid, state, start time, age, accept-queue depth and the
             server binary it was started from (device, inode, mtime)
+  upgrade [--binary PATH]   upgrade rpwrap itself in place: it re-executes
+            itself (execve, same pid) onto PATH, by default the file it was
+            started from as it is now (a package manager's new binary). The
+            servers keep running untouched; sockets, selector, control
+            socket, draining generations, queued restarts and counters carry
+            over. PATH is checked first (it must be an rpwrap that reads
+            rpwrap's state and accepts its flags): when it is not, exit 1
+            with the reason, and the running rpwrap serves on unchanged.
+            It answers once the new rpwrap serves. The signal RTMIN+2
+            (signal 36) does the same without an answer.
   sockets   per listener and generation, the options of the socket rpwrap
             holds, read with getsockopt: SO_REUSEPORT, SO_REUSEADDR,
             IPV6_V6ONLY, TCP_DEFER_ACCEPT, TCP_FASTOPEN, backlog and queue
@@ -39,7 +49,7 @@ Flags (before or after the command):
                       rpwrap's own --control)  [RPWRAP_CONTROL]
   --json              print the answer as JSON
   --timeout DURATION  give up waiting for the answer after DURATION (default
-                      10s for status and sockets, none for restart). A restart given up on
+                      10s for status and sockets, 1m for upgrade, none for restart). A restart given up on
                       is not cancelled: rpwrap goes on with it.
 
 Examples:
@@ -47,15 +57,21 @@ Examples:
   $ rpwrap ctl restart --wait
   $ rpwrap ctl --json status
   $ rpwrap ctl sockets
+  $ rpwrap ctl upgrade
+  $ rpwrap ctl upgrade --binary /usr/local/bin/rpwrap.new
   ExecReload=/usr/local/bin/rpwrap ctl restart      (systemd)
 `
 
 // ctlCommands are the commands `rpwrap ctl` knows.
-var ctlCommands = []string{"restart", "status", "sockets"}
+var ctlCommands = []string{"restart", "status", "sockets", "upgrade"}
 
 // statusTimeout bounds `ctl status` and `ctl sockets` unless --timeout says otherwise: the
 // answer is a snapshot and takes milliseconds.
 const statusTimeout = 10 * time.Second
+
+// upgradeTimeout bounds `ctl upgrade` unless --timeout says otherwise: the
+// check of the new binary takes up to 10 s, the take-over milliseconds.
+const upgradeTimeout = time.Minute
 
 // waitNotice is how long ctl waits for an answer before it says why.
 const waitNotice = time.Second
@@ -64,6 +80,7 @@ type ctlOptions struct {
 	control string
 	asJSON  bool
 	wait    bool
+	binary  string
 	timeout time.Duration
 	help    bool
 	command string
@@ -106,6 +123,7 @@ func parseCtl(e env, args []string) (*ctlOptions, error) {
 	fs.StringVar(&o.control, "control", e.getenv("RPWRAP_CONTROL"), "")
 	fs.BoolVar(&o.asJSON, "json", false, "")
 	fs.BoolVar(&o.wait, "wait", false, "")
+	fs.StringVar(&o.binary, "binary", "", "")
 	durationVar(fs, &o.timeout, "timeout", 0)
 	fs.BoolVar(&o.help, "help", false, "")
 	fs.BoolVar(&o.help, "h", false, "")
@@ -120,11 +138,13 @@ func parseCtl(e env, args []string) (*ctlOptions, error) {
 	case o.help:
 		return o, nil
 	case o.command == "":
-		return nil, errors.New("no command: give restart, status or sockets\nTry 'rpwrap ctl --help'.")
+		return nil, errors.New("no command: give restart, status, sockets or upgrade\nTry 'rpwrap ctl --help'.")
 	case fs.NArg() != 0:
 		return nil, fmt.Errorf("unexpected argument %q after %s\nTry 'rpwrap ctl --help'.", fs.Arg(0), o.command)
 	case o.wait && o.command != "restart":
 		return nil, fmt.Errorf("--wait is for restart, not %s", o.command)
+	case o.binary != "" && o.command != "upgrade":
+		return nil, fmt.Errorf("--binary is for upgrade, not %s", o.command)
 	}
 	for _, c := range ctlCommands {
 		if o.command == c {
@@ -134,7 +154,7 @@ func parseCtl(e env, args []string) (*ctlOptions, error) {
 	if near := nearest(o.command, ctlCommands); near != "" {
 		return nil, fmt.Errorf("unknown command %q; did you mean %s?", o.command, near)
 	}
-	return nil, fmt.Errorf("unknown command %q: want restart, status or sockets\nTry 'rpwrap ctl --help'.", o.command)
+	return nil, fmt.Errorf("unknown command %q: want restart, status, sockets or upgrade\nTry 'rpwrap ctl --help'.", o.command)
 }
 
 // callCtl sends o's request to path. While a restart takes more than
@@ -143,6 +163,9 @@ func callCtl(e env, o *ctlOptions, path string) (supervisor.Response, error) {
 	limit := o.timeout
 	if limit == 0 && o.command != "restart" {
 		limit = statusTimeout
+		if o.command == "upgrade" {
+			limit = upgradeTimeout
+		}
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	if limit > 0 {
@@ -160,7 +183,7 @@ func callCtl(e env, o *ctlOptions, path string) (supervisor.Response, error) {
 			}
 		}
 	}()
-	resp, err := supervisor.Call(ctx, path, supervisor.Request{Command: o.command, Wait: o.wait})
+	resp, err := supervisor.Call(ctx, path, supervisor.Request{Command: o.command, Wait: o.wait, Binary: o.binary})
 	close(done)
 	<-noticed
 	if err != nil && errors.Is(err, context.DeadlineExceeded) {
@@ -207,6 +230,8 @@ func printAnswer(e env, o *ctlOptions, resp supervisor.Response) {
 		resp.Status.Write(e.stdout)
 	case resp.Sockets != nil:
 		resp.Sockets.Write(e.stdout)
+	case resp.Upgrade != nil && resp.OK:
+		printUpgrade(e, resp.Upgrade)
 	case r != nil && resp.OK:
 		old := fmt.Sprintf("generation %d draining (see rpwrap ctl status)", r.Predecessor)
 		if r.Drained {

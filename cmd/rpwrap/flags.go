@@ -202,7 +202,7 @@ const usage = `rpwrap — zero-downtime restarts for any Linux network server
 
 Usage:
   rpwrap [FLAGS] -- COMMAND [ARGS...]    run COMMAND on sockets rpwrap owns
-  rpwrap ctl restart|status [--json]     control a running rpwrap (rpwrap ctl --help)
+  rpwrap ctl restart|status|upgrade      control a running rpwrap (rpwrap ctl --help)
   rpwrap demo [FLAGS]                    restarts under load, on a built-in server
   rpwrap --version
 
@@ -298,7 +298,10 @@ Flags (each also from the environment variable in brackets):
   --version                  print the version
   -h, --help                 this text
 
-Signals: SIGHUP restarts. SIGTERM and SIGINT stop the server (after
+Signals: SIGHUP restarts. Signal 36 (RTMIN+2 as glibc's kill(1) names it)
+upgrades rpwrap itself in place, as 'rpwrap ctl upgrade' does; for systemd:
+ExecReload=/bin/kill -s RTMIN+2 $MAINPID restarts nothing but rpwrap.
+SIGTERM and SIGINT stop the server (after
 --stop-delay, if set; then --stop-signal, then SIGKILL after --stop-timeout)
 and rpwrap exits with its status. Every other signal is forwarded to the
 serving generation. Restart triggers that arrive during a restart are queued

@@ -84,7 +84,8 @@ func install(t *testing.T, name, path string) {
 type upgradable struct {
 	*wrapper
 	dir, path string
-	pid       int
+	pid       int // as this test sees it
+	nsPid     int // as rpwrap sees itself: 1 in a PID namespace of its own
 }
 
 // startUpgradable installs build "a" as dir/rpwrap and runs it with flags
@@ -127,7 +128,10 @@ func startUpgradable(t *testing.T, prefix, flags []string, serverArgs ...string)
 		t.Fatal(err)
 	}
 	w.addr = spec.Addr.String()
-	u.wrapper, u.pid = w, st.Rpwrap.Pid
+	u.wrapper, u.pid, u.nsPid = w, st.Rpwrap.Pid, st.Rpwrap.Pid
+	if prefix != nil { // rpwrap is unshare's child, pid 1 in its namespace
+		u.pid = childPid(t, w.cmd.Process.Pid)
+	}
 	return u
 }
 
@@ -153,8 +157,8 @@ func (u *upgradable) requireUpgraded(resp supervisor.Response, version string) {
 		u.t.Fatalf("upgrade to %s: %+v", version, resp)
 	}
 	st := u.status()
-	if st.Rpwrap.Pid != u.pid || st.Rpwrap.Version != version {
-		u.t.Fatalf("after the upgrade rpwrap is pid %d version %s, want pid %d version %s", st.Rpwrap.Pid, st.Rpwrap.Version, u.pid, version)
+	if st.Rpwrap.Pid != u.nsPid || st.Rpwrap.Version != version {
+		u.t.Fatalf("after the upgrade rpwrap is pid %d version %s, want pid %d version %s", st.Rpwrap.Pid, st.Rpwrap.Version, u.nsPid, version)
 	}
 	u.requireExe(u.path)
 }
@@ -183,7 +187,7 @@ func (u *upgradable) requireRefused(resp supervisor.Response, want string, fds i
 	if resp.OK || !strings.Contains(resp.Error, want) {
 		u.t.Fatalf("upgrade: want a refusal saying %q, got %+v", want, resp)
 	}
-	if st := u.status(); st.Rpwrap.Version != "vA-test" || st.Rpwrap.Pid != u.pid {
+	if st := u.status(); st.Rpwrap.Version != "vA-test" || st.Rpwrap.Pid != u.nsPid {
 		u.t.Fatalf("after a refused upgrade rpwrap is %s, pid %d", st.Rpwrap.Version, st.Rpwrap.Pid)
 	}
 	if n := settledFDCount(u.t, u.pid); n != fds {
@@ -309,7 +313,7 @@ func TestUpgradeFailingAfterExecFallsBack(t *testing.T) {
 		t.Fatalf("upgrade onto a failing binary: want a fallback naming the failure, got %+v", resp)
 	}
 	st := u.status()
-	if st.Rpwrap.Pid != u.pid || st.Rpwrap.Version != "vA-test" || u.activePid() != server {
+	if st.Rpwrap.Pid != u.nsPid || st.Rpwrap.Version != "vA-test" || u.activePid() != server {
 		t.Fatalf("after the fallback: rpwrap pid %d version %s, server %d (want %d, vA-test, %d)", st.Rpwrap.Pid, st.Rpwrap.Version, u.activePid(), u.pid, server)
 	}
 	u.requireExe(u.path) // the previous binary, the file at rpwrap's path

@@ -4,6 +4,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"os"
 	"os/exec"
 	"strings"
@@ -177,4 +178,32 @@ func seccompListeners(t *testing.T, pid int) int {
 		}
 	}
 	return n
+}
+
+// The check mode of a real build refuses a state document of a version it
+// does not know, by name, and accepts one it reads.
+func TestUpgradeCheckRefusesAnUnknownStateVersion(t *testing.T) {
+	for _, c := range []struct {
+		doc  string
+		ok   bool
+		want string
+	}{
+		{`{"version":99,"from":"v9"}`, false, "unknown state document version: version 99"},
+		{`{"version":2,"groups":[{"spec":{"Name":"tcp-1","Network":"tcp","Addr":"127.0.0.1:1"}}],"generations":[{"n":1,"listeners":[{"fd":-1}],"slots":[0]}]}`, true, ""},
+	} {
+		f, err := os.CreateTemp(t.TempDir(), "state")
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.WriteString(c.doc)
+		cmd := exec.Command(upgradeBinary(t, "a"), supervisor.CheckCommand, "--listen", "127.0.0.1:1", "--", "/bin/true")
+		cmd.ExtraFiles = []*os.File{f}
+		cmd.Env = append(os.Environ(), "RPWRAP_UPGRADE_STATE=3")
+		out, _ := cmd.Output()
+		f.Close()
+		var a supervisor.CheckAnswer
+		if err := json.Unmarshal(out, &a); err != nil || a.Rpwrap != "upgrade-check" || a.Version != "vA-test" || a.OK != c.ok || !strings.Contains(a.Error, c.want) {
+			t.Errorf("check of %s: %q (%v), want ok=%v and an error containing %q", c.doc, out, err, c.ok, c.want)
+		}
+	}
 }

@@ -66,6 +66,6 @@ func (p *Process) writeBinary(w io.Writer) {
 		if u.Error != "" {
 			what = "failed: " + u.Error
 		}
-		fmt.Fprintf(w, "upgraded:  %d times in place; last %s, %s\n", n, u.At.Format(time.RFC3339), what)
+		fmt.Fprintf(w, "upgraded:  in place at %s, %s (%d upgrades listed in --json)\n", u.At.Format(time.RFC3339), what, n)
 	}
 }

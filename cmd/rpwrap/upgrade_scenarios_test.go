@@ -151,6 +151,12 @@ func TestUpgradeWithBindRoute(t *testing.T) {
 		install(t, "b", u.path)
 		resp, _ := u.upgrade("")
 		u.requireUpgraded(resp, "vB-test")
+		// systemd (Type=notify) sees a reload of the same main process.
+		for _, line := range []string{"RELOADING=1", "MAINPID=" + itoa(u.pid)} { // READY=1 comes with MAINPID
+			if !u.notify.waitFor(t, line, u.done, 10*time.Second) {
+				t.Errorf("NOTIFY_SOCKET: no %s around the upgrade", line)
+			}
+		}
 		if n := seccompListeners(t, u.pid); n != 1 {
 			t.Errorf("after the upgrade rpwrap holds %d seccomp listeners, want 1", n)
 		}

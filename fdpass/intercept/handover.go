@@ -9,12 +9,12 @@ import (
 
 // Claimed returns the managed addresses whose one bind of this generation
 // has happened, so that an Interceptor made again for the same generation
-// (rpwrap's in-place upgrade) goes on refusing a second bind of them. Call
-// it only while Serve is not running.
+// (rpwrap's in-place upgrade) goes on refusing a second bind of them. It
+// is safe to call while Serve runs.
 func (i *Interceptor) Claimed() []netip.AddrPort {
 	var addrs []netip.AddrPort
 	for _, m := range i.managed {
-		if m.claimed {
+		if m.claimed.Load() {
 			addrs = append(addrs, m.Addr)
 		}
 	}
@@ -26,7 +26,7 @@ func (i *Interceptor) Claimed() []netip.AddrPort {
 func (i *Interceptor) Claim(addrs []netip.AddrPort) {
 	for _, m := range i.managed {
 		if slices.Contains(addrs, m.Addr) {
-			m.claimed = true
+			m.claimed.Store(true)
 		}
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -212,4 +213,33 @@ func TestUpgradeCheckRefusesAnUnknownStateVersion(t *testing.T) {
 			t.Errorf("check of %s: %q (%v), want ok=%v and an error containing %q", c.doc, out, err, c.ok, c.want)
 		}
 	}
+}
+
+// The control for TestUpgradeInPlaceUnderLoad: replacing rpwrap the way
+// there is without the upgrade, stopping it and starting the new binary,
+// stops the server with it, and requests fail meanwhile.
+func TestUpgradeControlStopAndStartLosesRequests(t *testing.T) {
+	u := startUpgradable(t, nil, []string{"--listen", "127.0.0.1:0"})
+	server := u.activePid()
+	load, err := loadgen.Start(context.Background(), loadgen.Config{Target: u.addr, Clients: 4, Duration: time.Minute, Timeout: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer load.Stop()
+	waitRequests(t, load, 200)
+	install(t, "b", u.path)
+	u.stop(syscall.SIGTERM)
+	next := exec.Command(u.path, "--listen", u.addr, "--control", u.control, "--", u.dir+"/server", "serve-demo")
+	next.Env = append(os.Environ(), "RUNTIME_DIRECTORY="+u.dir)
+	if err := next.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { next.Process.Signal(syscall.SIGTERM); next.Wait() }()
+	waitUntil(t, "the new rpwrap to answer", func() bool { return bounded(t, u.addr, 1).OK == 1 })
+	load.Stop()
+	res := load.Wait()
+	if res.Failed() == 0 || !processGone(server) {
+		t.Fatalf("stop and start: %d of %d requests failed, server %d gone: %v; want failures and the server gone", res.Failed(), res.Sent, server, processGone(server))
+	}
+	t.Logf("stop and start instead of an upgrade: %d of %d requests failed", res.Failed(), res.Sent)
 }

@@ -264,8 +264,10 @@ func TestUpgradeInPlaceUnderLoad(t *testing.T) {
 	inside, outside := res.SplitLatency(res.Windows[:20])
 	p99 := outside.Quantile(0.99)
 	t.Logf("%d requests, 0 failed; ctl upgrade until the new rpwrap answered: median %s, max %s over 20; "+
-		"request latency outside the upgrades p99 %s, during them p99 %s max %s (%d requests); above the steady p99 during them: %v",
-		res.Sent, took[10].Round(time.Microsecond), took[19].Round(time.Microsecond), p99, inside.Quantile(0.99), inside.Max(), inside.Count(), inside.Max() > p99)
+		"request latency outside the upgrades p50 %s p99 %s max %s (%d requests), during them p50 %s p99 %s p99.9 %s max %s (%d requests); above the steady p99 during them: %v",
+		res.Sent, took[10].Round(time.Microsecond), took[19].Round(time.Microsecond),
+		outside.Quantile(0.5), p99, outside.Max(), outside.Count(),
+		inside.Quantile(0.5), inside.Quantile(0.99), inside.Quantile(0.999), inside.Max(), inside.Count(), inside.Max() > p99)
 }
 
 // Each refused upgrade leaves rpwrap as it was: a missing file, one that

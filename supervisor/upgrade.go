@@ -61,12 +61,13 @@ const upgradeHistory = 10
 
 // UpgradeResult is what one in-place upgrade did.
 type UpgradeResult struct {
-	From     string        `json:"from"`   // the version before
-	To       string        `json:"to"`     // the version after (the check's answer)
-	Binary   string        `json:"binary"` // the file executed
-	Pid      int           `json:"pid"`    // rpwrap's pid, before and after
-	At       time.Time     `json:"at"`     // when it was asked for
-	Took     time.Duration `json:"took_ns,omitempty"`
+	From     string        `json:"from"`               // the version before
+	To       string        `json:"to"`                 // the version after (the check's answer)
+	Binary   string        `json:"binary"`             // the file executed
+	Pid      int           `json:"pid"`                // rpwrap's pid, before and after
+	At       time.Time     `json:"at"`                 // when it was asked for
+	Took     time.Duration `json:"took_ns,omitempty"`  // asked for to the new rpwrap serving
+	Check    time.Duration `json:"check_ns,omitempty"` // of which the check of the new binary
 	Error    string        `json:"error,omitempty"`    // why it was refused or failed; "" on success
 	Fallback bool          `json:"fallback,omitempty"` // the new binary could not take over: the previous one serves again
 }
@@ -196,9 +197,11 @@ func (s *Supervisor) upgrade(u upgradeRequest, pending []restartRequest, sigs ch
 	if err := s.upgradable(); err != nil {
 		return fail(err)
 	}
+	t0 := time.Now()
 	if res.To, err = s.checkBinary(bin); err != nil {
 		return fail(err)
 	}
+	res.Check = time.Since(t0)
 	s.cfg.Log.Info("upgrading rpwrap in place", "from", res.From, "to", res.To, "binary", bin)
 	s.notify("RELOADING=1", s.cfg.Notifier.Reloading)
 	var signals []syscall.Signal

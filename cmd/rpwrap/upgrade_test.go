@@ -213,7 +213,7 @@ func TestUpgradeInPlaceUnderLoad(t *testing.T) {
 	}
 	defer load.Stop()
 	time.Sleep(500 * time.Millisecond) // steady state, for the p99 outside the upgrades
-	var took []time.Duration
+	var took, checks []time.Duration
 	for i := range 20 {
 		name, version := "b", "vB-test"
 		if i%2 == 1 {
@@ -224,6 +224,9 @@ func TestUpgradeInPlaceUnderLoad(t *testing.T) {
 		resp, d := u.upgrade("")
 		end()
 		took = append(took, d)
+		if resp.Upgrade != nil {
+			checks = append(checks, resp.Upgrade.Check)
+		}
 		u.requireUpgraded(resp, version)
 		if got := u.activePid(); got != server {
 			t.Fatalf("upgrade %d: the server is pid %d, was %d", i, got, server)
@@ -261,11 +264,12 @@ func TestUpgradeInPlaceUnderLoad(t *testing.T) {
 		t.Fatalf("under load across 20 upgrades and a frozen restart: %d of %d requests failed (%d answered): %v", res.Failed(), res.Sent, res.OK, res.Errors)
 	}
 	slices.Sort(took)
+	slices.Sort(checks)
 	inside, outside := res.SplitLatency(res.Windows[:20])
 	p99 := outside.Quantile(0.99)
-	t.Logf("%d requests, 0 failed; ctl upgrade until the new rpwrap answered: median %s, max %s over 20; "+
+	t.Logf("%d requests, 0 failed; ctl upgrade until the new rpwrap answered: median %s, max %s over 20 (the check of the new binary: median %s, max %s); "+
 		"request latency outside the upgrades p50 %s p99 %s max %s (%d requests), during them p50 %s p99 %s p99.9 %s max %s (%d requests); above the steady p99 during them: %v",
-		res.Sent, took[10].Round(time.Microsecond), took[19].Round(time.Microsecond),
+		res.Sent, took[10].Round(time.Microsecond), took[19].Round(time.Microsecond), checks[10].Round(time.Microsecond), checks[19].Round(time.Microsecond),
 		outside.Quantile(0.5), p99, outside.Max(), outside.Count(),
 		inside.Quantile(0.5), inside.Quantile(0.99), inside.Quantile(0.999), inside.Max(), inside.Count(), inside.Max() > p99)
 }

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"os/signal"
 	"syscall"
 	"time"
 
@@ -533,4 +534,25 @@ func FallBack(st *UpgradeState, why error, notifier *systemd.Notifier) error {
 	var err error
 	run(func() { err = syscall.Exec(exe, st.Argv, env) })
 	return fmt.Errorf("execute the previous binary (%s): %w", exe, os.NewSyscallError("execve", err))
+}
+
+// earlySignals catches, in a binary started by an in-place upgrade, the
+// signals from the moment the package is initialised: before Run, the Go
+// runtime's default would end rpwrap (and its servers) on SIGHUP or
+// SIGTERM. Run takes them over.
+var earlySignals = func() chan os.Signal {
+	if _, ok := os.LookupEnv(envState); !ok {
+		return nil
+	}
+	c := make(chan os.Signal, 16)
+	signal.Notify(c, forwardedSignals()...)
+	return c
+}()
+
+// signalChannel is the channel Run receives rpwrap's signals on.
+func signalChannel() chan os.Signal {
+	if earlySignals != nil {
+		return earlySignals
+	}
+	return make(chan os.Signal, 16)
 }

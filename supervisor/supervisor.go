@@ -184,7 +184,7 @@ func (s *Supervisor) Run(ctx context.Context) (code int) {
 		s.closeGroups(s.gens[0])
 		return 1
 	}
-	sigs := make(chan os.Signal, 16)
+	sigs := signalChannel()
 	signal.Notify(sigs, forwardedSignals()...)
 	defer signal.Stop(sigs)
 	defer s.reaper.close()

@@ -145,6 +145,12 @@ func parseCtl(e env, args []string) (*ctlOptions, error) {
 		return nil, fmt.Errorf("--wait is for restart, not %s", o.command)
 	case o.binary != "" && o.command != "upgrade":
 		return nil, fmt.Errorf("--binary is for upgrade, not %s", o.command)
+	case o.binary != "":
+		abs, err := filepath.Abs(o.binary) // rpwrap's working directory is not ctl's
+		if err != nil {
+			return nil, fmt.Errorf("--binary %s: %v", o.binary, err)
+		}
+		o.binary = abs
 	}
 	for _, c := range ctlCommands {
 		if o.command == c {

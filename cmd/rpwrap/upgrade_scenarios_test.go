@@ -137,6 +137,16 @@ func TestUpgradeAsPID1WithClassicSelector(t *testing.T) {
 	if st := u.status(); st.Selector != "cbpf" || st.Restarts != 1 {
 		t.Fatalf("after the upgrades: selector %s, %d restarts", st.Selector, st.Restarts)
 	}
+	// The upgrade signal does the same, onto rpwrap's own path.
+	install(t, "a", u.path)
+	if err := syscall.Kill(u.pid, supervisor.UpgradeSignal); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, "the upgrade signal to take effect", func() bool { return u.status().Rpwrap.Version == "vA-test" })
+	u.requireExe(u.path)
+	if res := bounded(t, u.addr, 20); res.OK != 20 {
+		t.Fatalf("after the signalled upgrade: %d of 20 answered", res.OK)
+	}
 }
 
 // With --pass bind the seccomp listener of the serving generation crosses

@@ -137,14 +137,11 @@ func (s *ebpfSelector) resetCountersLocked(slot Slot) error {
 func counterKey(slot Slot, r route) uint32 { return uint32(slot)*uint32(numRoutes) + uint32(r) }
 
 // newCounters creates the PERCPU_ARRAY of u64 counters, one per slot and
-// route: no atomic operation is needed on the data path.
-func newCounters() (*ebpf.Map, error) {
-	m, err := ebpf.NewMap(&ebpf.MapSpec{Name: "rpwrap_counters", Type: ebpf.PerCPUArray, KeySize: 4, ValueSize: 8,
+// route: no atomic operation is needed on the data path. An adoption's
+// counters map of the same shape is taken as it is.
+func (s *ebpfSelector) newCounters() (*ebpf.Map, error) {
+	return s.mapFor(&ebpf.MapSpec{Name: "rpwrap_counters", Type: ebpf.PerCPUArray, KeySize: 4, ValueSize: 8,
 		MaxEntries: MaxSlots * uint32(numRoutes)})
-	if err != nil {
-		return nil, fmt.Errorf("create %s map rpwrap_counters: %w", ebpf.PerCPUArray, err)
-	}
-	return m, nil
 }
 
 // countRoutes is placed after the program's return: selectSlot jumps to

@@ -22,7 +22,10 @@ type ebpfSelector struct {
 	counters *ebpf.Map // PERCPU_ARRAY: slot*numRoutes+route -> selections (counters.go)
 	canary   *ebpf.Map // ARRAY, one entry: the canary slot, its weight and counts (canary.go)
 	prog     *ebpf.Program
-	flow     flowMaps // UDP flow table and QUIC server ids; none for TCP or flows off
+	flow     flowMaps             // UDP flow table and QUIC server ids; none for TCP or flows off
+	layout   string               // fingerprint of the program's code (see handover.go)
+	presets  map[string]*ebpf.Map // maps handed over, for load to take (see handover.go)
+	taken    []string             // the names of the maps load took from presets
 }
 
 // Supported reports why the EBPF flavour cannot be used here, or nil if it
@@ -79,36 +82,44 @@ func newEBPF(first syscall.Conn, group sockInfo, flows FlowMode) (_ Selector, er
 
 // load creates the maps and the program.
 func (s *ebpfSelector) load() (err error) {
-	if s.sockets, err = newMap("rpwrap_sockets", ebpf.ReusePortSockArray, 8, MaxSlots); err != nil {
+	if s.sockets, err = s.newMap("rpwrap_sockets", ebpf.ReusePortSockArray, 8, MaxSlots); err != nil {
 		return err
 	}
-	if s.active, err = newMap("rpwrap_active", ebpf.Array, 4, 1); err != nil {
+	if s.active, err = s.newMap("rpwrap_active", ebpf.Array, 4, 1); err != nil {
 		return err
 	}
-	if s.probes, err = newMap("rpwrap_probes", ebpf.Hash, 4, MaxProbes); err != nil {
+	if s.probes, err = s.newMap("rpwrap_probes", ebpf.Hash, 4, MaxProbes); err != nil {
 		return err
 	}
-	if s.canary, err = newMap("rpwrap_canary", ebpf.Array, canaryValueSize, 1); err != nil {
+	if s.canary, err = s.newMap("rpwrap_canary", ebpf.Array, canaryValueSize, 1); err != nil {
 		return err
 	}
-	if s.counters, err = newCounters(); err != nil {
+	if s.counters, err = s.newCounters(); err != nil {
 		return err
 	}
-	if err := s.flow.load(); err != nil {
+	if err := s.flow.load(s.mapFor); err != nil {
 		return err
 	}
+	insns := selectorProgram(s.sockets.FD(), s.active.FD(), s.probes.FD(), s.canary.FD(), s.counters.FD(),
+		s.flow.route(s.sockets.FD(), s.active.FD()))
+	s.layout = layoutOf(insns)
 	s.prog, err = ebpf.NewProgram(&ebpf.ProgramSpec{
-		Name:       "rpwrap_select",
-		Type:       ebpf.SkReuseport,
-		AttachType: ebpf.AttachSkReuseportSelectOrMigrate,
-		Instructions: selectorProgram(s.sockets.FD(), s.active.FD(), s.probes.FD(), s.canary.FD(), s.counters.FD(),
-			s.flow.route(s.sockets.FD(), s.active.FD())),
-		License: "Dual MIT/GPL",
+		Name:         "rpwrap_select",
+		Type:         ebpf.SkReuseport,
+		AttachType:   ebpf.AttachSkReuseportSelectOrMigrate,
+		Instructions: insns,
+		License:      "Dual MIT/GPL",
 	})
 	if err != nil {
 		return fmt.Errorf("load SK_REUSEPORT program: %w", err)
 	}
 	return nil
+}
+
+// newMap creates a map, or takes the one of that name and shape that an
+// adoption handed over (see presetMap).
+func (s *ebpfSelector) newMap(name string, t ebpf.MapType, valueSize, entries uint32) (*ebpf.Map, error) {
+	return s.mapFor(&ebpf.MapSpec{Name: name, Type: t, KeySize: 4, ValueSize: valueSize, MaxEntries: entries})
 }
 
 func newMap(name string, t ebpf.MapType, valueSize, entries uint32) (*ebpf.Map, error) {

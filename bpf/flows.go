@@ -94,20 +94,26 @@ type flowMaps struct {
 	servers *ebpf.Map // HASH: QUIC server id -> slot (quic mode only)
 }
 
-func (f *flowMaps) load() (err error) {
+// load creates the maps of the mode with newMap (the selector's mapFor: an
+// adoption's maps of the same shape are taken as they are).
+func (f *flowMaps) load(newMap func(*ebpf.MapSpec) (*ebpf.Map, error)) (err error) {
 	if f.mode == FlowsOff || f.mode == "" {
 		return nil
 	}
-	f.flows, err = ebpf.NewMap(&ebpf.MapSpec{Name: "rpwrap_flows", Type: ebpf.LRUHash, KeySize: flowKeySize, ValueSize: flowValueSize, MaxEntries: MaxFlows})
-	if err != nil {
-		return fmt.Errorf("create LRU hash map rpwrap_flows: %w", err)
+	if f.flows, err = newMap(&ebpf.MapSpec{Name: "rpwrap_flows", Type: ebpf.LRUHash, KeySize: flowKeySize, ValueSize: flowValueSize, MaxEntries: MaxFlows}); err != nil {
+		return err
 	}
 	if f.mode == FlowsQUIC {
-		if f.servers, err = newMap("rpwrap_quic_ids", ebpf.Hash, 4, MaxSlots); err != nil {
+		if f.servers, err = newMap(&ebpf.MapSpec{Name: "rpwrap_quic_ids", Type: ebpf.Hash, KeySize: 4, ValueSize: 4, MaxEntries: MaxSlots}); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// objects lists the flow maps for the selector's handover (see objects).
+func (f *flowMaps) objects() []object {
+	return []object{{name: "rpwrap_flows", m: &f.flows}, {name: "rpwrap_quic_ids", m: &f.servers}}
 }
 
 func (f *flowMaps) free() error {

@@ -22,6 +22,10 @@ type Process struct {
 	Executable string    `json:"executable"` // os.Executable; "(deleted)" when upgraded in place
 	Started    time.Time `json:"started"`
 	Uptime     string    `json:"uptime"`
+	Binary     string    `json:"binary"` // the file this binary was executed from
+	Since      time.Time `json:"since"`  // when this binary took over: the start, or the last upgrade
+	// Upgrades are the last in-place upgrades (ctl upgrade), oldest first.
+	Upgrades []UpgradeResult `json:"upgrades,omitempty"`
 }
 
 // ConfigStatus is the configuration rpwrap runs with, as the flags name it.
@@ -91,8 +95,11 @@ func (s *Supervisor) about(now time.Time) (*Process, *ConfigStatus) {
 	if err != nil {
 		exe = "unknown: " + err.Error()
 	}
+	s.up.mu.Lock()
 	p := &Process{Pid: os.Getpid(), Version: s.cfg.Version, Executable: exe,
-		Started: processStarted, Uptime: age(now, processStarted)}
+		Started: processStarted, Uptime: age(now, processStarted),
+		Binary: s.up.binary, Since: s.up.since, Upgrades: append([]UpgradeResult(nil), s.up.history...)}
+	s.up.mu.Unlock()
 	c := s.cfg
 	return p, &ConfigStatus{
 		Command: c.Argv, Path: c.Path, Route: string(c.Route), Ready: c.Ready.String(), Selector: string(c.Selector),

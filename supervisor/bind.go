@@ -35,6 +35,16 @@ func (s *Supervisor) intercept(ctx context.Context, g *generation, conn *os.File
 		managed[i] = intercept.Managed{Network: l.Spec().Network, Addr: l.Spec().Addr, File: l.File()}
 	}
 	ic := intercept.New(notifyFd, managed, func(msg string, args ...any) { g.log.Info(msg, args...) })
+	g.ic, g.seccomp = ic, notifyFd
+	s.serveIntercept(ctx, g)
+	return nil
+}
+
+// serveIntercept answers g's binds on a goroutine of its own until ctx
+// ends or no process is left under g's filter; then it closes g's seccomp
+// listener.
+func (s *Supervisor) serveIntercept(ctx context.Context, g *generation) {
+	ic, notifyFd := g.ic, g.seccomp
 	g.helpers.Add(1)
 	s.goSafe(func() {
 		defer g.helpers.Done()
@@ -43,5 +53,4 @@ func (s *Supervisor) intercept(ctx context.Context, g *generation, conn *os.File
 			g.log.Warn("bind interception ended", "err", err)
 		}
 	})
-	return nil
 }

@@ -73,9 +73,9 @@ func ParseCanary(s string) ([]CanaryStage, error) {
 // RestartOptions are the per-restart settings of RestartWith; nil fields
 // take the Config's.
 type RestartOptions struct {
-	Wait   bool           // answer once the predecessor is drained
-	Watch  *time.Duration // Config.Watch
-	Canary []CanaryStage  // Config.Canary
+	Wait   bool           `json:"wait,omitempty"`     // answer once the predecessor is drained
+	Watch  *time.Duration `json:"watch_ns,omitempty"` // Config.Watch
+	Canary []CanaryStage  `json:"canary,omitempty"`   // Config.Canary
 }
 
 // RestartWith is Restart (or, with Wait, RestartAndDrain) with its own

@@ -23,10 +23,11 @@ import (
 
 // Request is a control command.
 type Request struct {
-	Command string `json:"command"`          // "restart", "status", "sockets", "events", "promote" or "abort"
+	Command string `json:"command"`          // "restart", "status", "sockets", "events", "promote", "abort" or "upgrade"
 	Wait    bool   `json:"wait,omitempty"`   // restart: answer once the predecessor is drained, not at the flip
 	Watch   string `json:"watch,omitempty"`  // restart: its --watch DURATION instead of rpwrap's
 	Canary  string `json:"canary,omitempty"` // restart: its --canary PCT:DURATION,... instead of rpwrap's
+	Binary  string `json:"binary,omitempty"` // upgrade: the binary to upgrade onto; "" for the one rpwrap was started from
 }
 
 // Response answers a Request. Error is set when the command failed; for a
@@ -37,6 +38,7 @@ type Response struct {
 	Restart *RestartResult `json:"restart,omitempty"`
 	Status  *Status        `json:"status,omitempty"`
 	Sockets *Sockets       `json:"sockets,omitempty"`
+	Upgrade *UpgradeResult `json:"upgrade,omitempty"`
 }
 
 // maxRequest bounds a control request line.
@@ -55,10 +57,10 @@ func ParseRequest(b []byte) (Request, error) {
 	case "restart":
 		_, err := r.restartOptions()
 		return r, err
-	case "status", "sockets", "events", "promote", "abort":
+	case "status", "sockets", "events", "promote", "abort", "upgrade":
 		return r, nil
 	}
-	return r, fmt.Errorf("control request: unknown command %q (want restart, status, sockets, events, promote or abort)", r.Command)
+	return r, fmt.Errorf("control request: unknown command %q (want restart, status, sockets, events, promote, abort or upgrade)", r.Command)
 }
 
 type controlServer struct {
@@ -67,6 +69,7 @@ type controlServer struct {
 	s       *Supervisor
 	wg      sync.WaitGroup // serve, the accept loop
 	clients connSet        // the clients being served
+	busy    sync.WaitGroup // clients whose request has not reached the event loop or been answered (see pause)
 }
 
 // listenControl creates the control socket at path: mode 0600 in a
@@ -106,7 +109,10 @@ func (c *controlServer) serve() {
 		conn, err := c.l.AcceptUnix()
 		if err == nil {
 			delay = 0
-			if !c.clients.serve(c.s, conn, func() { c.handle(conn) }) {
+			c.busy.Add(1)
+			settle := sync.OnceFunc(c.busy.Done)
+			if !c.clients.serve(c.s, conn, func() { defer settle(); c.handle(conn, settle) }) {
+				settle()
 				return // wait has begun
 			}
 			continue
@@ -153,7 +159,7 @@ func (c *controlServer) wait() {
 // rpwrap's own user or as root. The request is read before a refusal is
 // sent, so that the client's write does not fail (EPIPE) before it can
 // read why it was refused.
-func (c *controlServer) handle(conn *net.UnixConn) {
+func (c *controlServer) handle(conn *net.UnixConn, settle func()) {
 	defer conn.Close()
 	reply := func(r Response) { json.NewEncoder(conn).Encode(r) }
 	conn.SetReadDeadline(time.Now().Add(10 * time.Second))
@@ -190,9 +196,16 @@ func (c *controlServer) handle(conn *net.UnixConn) {
 			return
 		}
 		reply(Response{OK: true})
+	case "upgrade":
+		r, err := c.s.Upgrade(context.Background(), req.Binary, conn, settle)
+		resp := Response{OK: err == nil, Upgrade: &r}
+		if err != nil {
+			resp.Error = err.Error()
+		}
+		reply(resp)
 	case "restart":
 		opts, _ := req.restartOptions() // checked by ParseRequest
-		r, err := c.s.RestartWith(context.Background(), opts)
+		r, err := c.s.requestFrom(context.Background(), restartRequest{wait: opts.Wait, opts: &opts, conn: conn}, settle)
 		resp := Response{OK: err == nil, Restart: &r}
 		if err != nil {
 			resp.Error = err.Error()

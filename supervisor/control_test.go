@@ -48,7 +48,7 @@ func FuzzParseRequest(f *testing.F) {
 
 func TestParseRequestRefusesWhatIsNotACommand(t *testing.T) {
 	for in, want := range map[string]string{
-		`{"command":"stop"}`:              `unknown command "stop" (want restart, status, sockets, events, promote or abort)`,
+		`{"command":"stop"}`:              `unknown command "stop" (want restart, status, sockets, events, promote, abort or upgrade)`,
 		`not json`:                        "control request: invalid character",
 		strings.Repeat(" ", maxRequest+1): "control request longer than 4096 bytes",
 	} {

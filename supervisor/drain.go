@@ -133,7 +133,11 @@ func (s *Supervisor) stopSignal(g *generation) {
 		return
 	}
 	g.log.Info("stopping", "signal", sigName(s.cfg.StopSignal))
-	if err := g.proc.signal(s.cfg.StopSignal); err != nil {
+	s.mu.Lock() // one step for an upgrade: signalled and sent, or neither
+	g.signalled = true
+	err := g.proc.signal(s.cfg.StopSignal)
+	s.mu.Unlock()
+	if err != nil {
 		g.log.Error("cannot send the stop signal: it is killed at its deadline", "err", err)
 	}
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/rpwrap/rpwrap/bpf"
 	"github.com/rpwrap/rpwrap/fdpass"
+	"github.com/rpwrap/rpwrap/fdpass/intercept"
 	"github.com/rpwrap/rpwrap/systemd"
 )
 
@@ -43,10 +44,13 @@ type generation struct {
 	retired   chan struct{} // closed when retire has freed everything
 	stopNow   chan struct{} // closed to end a drain early (cap, shutdown)
 	stopOnce  sync.Once
-	cancel    context.CancelFunc // ends the generation's own goroutines (interception)
-	helpers   sync.WaitGroup     // those goroutines
-	inherited bool               // its sockets are a dead generation's (respawn)
-	countBase []bpf.Counts       // per listener, what its slots had counted before it (respawn)
+	cancel    context.CancelFunc     // ends the generation's own goroutines (interception)
+	helpers   sync.WaitGroup         // those goroutines
+	inherited bool                   // its sockets are a dead generation's (respawn)
+	ic        *intercept.Interceptor // bind interception, nil without --pass bind
+	seccomp   *os.File               // the seccomp listener ic serves; closed when it ends
+	signalled bool                   // draining: the stop signal was sent (guarded by Supervisor.mu)
+	countBase []bpf.Counts           // per listener, what its slots had counted before it (respawn)
 
 	// guarded by Supervisor.mu
 	state    State

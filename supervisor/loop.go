@@ -14,12 +14,16 @@ import (
 // triggers that come meanwhile, forwards signals, and runs the shutdown.
 func (s *Supervisor) loop(ctx context.Context, sigs chan os.Signal, first *generation) int {
 	firstReady := make(chan error, 1)
-	s.checks.Add(1)
-	s.goSafe(func() {
-		defer s.checks.Done()
-		_, err := s.waitReady(ctx, first)
-		firstReady <- err
-	})
+	if first == nil { // resumed after an in-place upgrade: serving already
+		firstReady = nil
+	} else {
+		s.checks.Add(1)
+		s.goSafe(func() {
+			defer s.checks.Done()
+			_, err := s.waitReady(ctx, first)
+			firstReady <- err
+		})
+	}
 
 	// Restarts and respawns end with the shutdown, not with ctx: the end of
 	// ctx may only start the stop delay, during which rpwrap serves on.
@@ -68,8 +72,32 @@ func (s *Supervisor) loop(ctx context.Context, sigs chan os.Signal, first *gener
 		cancelRestarts()
 		return s.shutdown(sig, running, restartDone, pending), true
 	}
+	var upQueued *upgradeRequest // an upgrade waits for the restart in progress
+	onUpgrade := func(u upgradeRequest) {
+		switch {
+		case stopDelay != nil:
+			u.answer(UpgradeResult{Error: "rpwrap is stopping (--stop-delay): no upgrade"})
+		case firstReady != nil:
+			u.answer(UpgradeResult{Error: "the first generation is not ready yet: try again once it serves"})
+		case running && upQueued != nil:
+			u.answer(UpgradeResult{Error: "another upgrade is queued"})
+		case running:
+			upQueued = &u
+		default:
+			pending = s.upgrade(u, pending, sigs)
+		}
+	}
+	if first == nil {
+		pending = s.takeCarried()
+		if len(pending) > 0 {
+			startRestart(pending)
+			pending = nil
+		}
+	}
 	for {
 		select {
+		case u := <-s.up.requests:
+			onUpgrade(u)
 		case err := <-firstReady:
 			firstReady = nil
 			if err != nil {
@@ -100,6 +128,9 @@ func (s *Supervisor) loop(ctx context.Context, sigs chan os.Signal, first *gener
 				if code, stop := stopOrDelay(sig); stop {
 					return code
 				}
+			case UpgradeSignal:
+				s.cfg.Log.Info("upgrade signal: upgrading rpwrap in place onto the binary it was started from")
+				onUpgrade(upgradeRequest{at: time.Now()})
 			default:
 				if err := s.signalTarget().signal(sig.(syscall.Signal)); err != nil {
 					s.cfg.Log.Warn("cannot forward a signal to the server", "signal", sig, "err", err)
@@ -110,6 +141,10 @@ func (s *Supervisor) loop(ctx context.Context, sigs chan os.Signal, first *gener
 		case out := <-restartDone:
 			running = false
 			s.answer(out)
+			if u := upQueued; u != nil {
+				upQueued = nil
+				pending = s.upgrade(*u, pending, sigs)
+			}
 			if len(pending) > 0 {
 				startRestart(pending)
 				pending = nil
@@ -179,8 +214,10 @@ func (s *Supervisor) answer(o restartOutcome) {
 	if len(late) == 0 {
 		return
 	}
+	s.up.addLate(late, o.result)
 	s.goSafe(func() {
 		<-o.drained
+		defer s.up.removeLate(late)
 		s.mu.Lock()
 		r := o.result
 		if s.last != nil && s.last.Generation == r.Generation {

@@ -47,11 +47,13 @@ type reaper struct {
 	sigs    chan os.Signal
 	spawn   chan spawnReq
 	done    chan struct{}
+	adopted map[int]<-chan Exit // the exits of the children adopted at start
 }
 
 type spawnReq struct {
 	fn    func() (int, error)
 	reply chan spawnRes
+	raw   func() error // instead of fn: run on the spawner thread without the lock (the upgrade's execve)
 }
 
 type spawnRes struct {
@@ -61,8 +63,10 @@ type spawnRes struct {
 }
 
 // newReaper makes rpwrap a child subreaper, so that orphans of its servers
-// are re-parented to it and reaped, and starts reaping on SIGCHLD.
-func newReaper() (*reaper, error) {
+// are re-parented to it and reaped, and starts reaping on SIGCHLD. The
+// children in adopt (started by rpwrap before an in-place upgrade) are
+// waited for from the start: see adopted.
+func newReaper(adopt []int) (*reaper, error) {
 	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
 		return nil, os.NewSyscallError("prctl(PR_SET_CHILD_SUBREAPER)", err)
 	}
@@ -71,8 +75,16 @@ func newReaper() (*reaper, error) {
 		sigs:    make(chan os.Signal, 1),
 		spawn:   make(chan spawnReq),
 		done:    make(chan struct{}),
+		adopted: map[int]<-chan Exit{},
+	}
+	for _, pid := range adopt {
+		ch := make(chan Exit, 1)
+		r.waiting[pid], r.adopted[pid] = ch, ch
 	}
 	signal.Notify(r.sigs, syscall.SIGCHLD)
+	if len(adopt) > 0 {
+		r.sigs <- syscall.SIGCHLD // what exited during the upgrade: reap it now
+	}
 	go r.loop()
 	go r.spawner()
 	return r, nil
@@ -89,8 +101,12 @@ func (r *reaper) loop() {
 	}
 }
 
-// reap collects every exited child without blocking.
+// reap collects every exited child without blocking. It holds the lock
+// from wait4 to the hand-over, so that an upgrade, which holds it too, sees
+// every status reaped in its generation's hands or still in the kernel.
 func (r *reaper) reap() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
 	for {
 		var ws unix.WaitStatus
 		pid, err := unix.Wait4(-1, &ws, unix.WNOHANG, nil)
@@ -103,10 +119,8 @@ func (r *reaper) reap() {
 		if ws.Stopped() || ws.Continued() {
 			continue
 		}
-		r.mu.Lock()
 		ch, ok := r.waiting[pid]
 		delete(r.waiting, pid)
-		r.mu.Unlock()
 		if ok {
 			ch <- Exit{Pid: pid, Status: ws}
 		}
@@ -117,16 +131,45 @@ func (r *reaper) reap() {
 // thread lives as long as rpwrap. PR_SET_PDEATHSIG fires when the thread
 // that forked a child exits, not the process: forking from a Go thread
 // that may later be destroyed would kill the server at a random moment.
+//
+// In the rpwrap binary the thread is the main thread (ServeMainThread): an
+// in-place upgrade execs from it, and the servers' parent thread then
+// lives on as the new rpwrap's main thread.
 func (r *reaper) spawner() {
-	lockOSThreadForever()
+	run := onMainThread
+	if run == nil {
+		lockOSThreadForever()
+		run = func(f func()) { f() }
+	}
 	for {
 		select {
 		case <-r.done:
 			return
 		case req := <-r.spawn:
-			req.reply <- r.startLocked(req.fn)
+			if req.raw != nil {
+				run(func() { req.reply <- spawnRes{err: req.raw()} })
+				continue
+			}
+			run(func() { req.reply <- r.startLocked(req.fn) })
 		}
 	}
+}
+
+// onThread runs fn on the spawner thread, without the reaper's lock.
+func (r *reaper) onThread(fn func() error) error {
+	reply := make(chan spawnRes, 1)
+	select {
+	case r.spawn <- spawnReq{raw: fn, reply: reply}:
+	case <-r.done:
+		return errors.New("supervisor is closed")
+	}
+	return (<-reply).err
+}
+
+// waitingLocked reports whether pid's exit is still to be reaped.
+func (r *reaper) waitingLocked(pid int) bool {
+	_, ok := r.waiting[pid]
+	return ok
 }
 
 // startLocked runs fn, which forks, while the reaper cannot dispatch, so a

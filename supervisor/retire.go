@@ -46,7 +46,13 @@ func (s *Supervisor) retire(g *generation, st State) {
 		g.state = st // refused and logged; the generation must still end
 	}
 	s.removeLocked(g) // s.active may still name it: its exit status is rpwrap's until a successor serves
+	s.up.retiring++   // no upgrade until it is over
 	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		s.up.retiring--
+		s.mu.Unlock()
+	}()
 
 	if g.proc != nil {
 		if err := g.proc.killGroup(); err != nil {

@@ -58,5 +58,5 @@ func forwardedSignals() []os.Signal {
 			sigs = append(sigs, sig)
 		}
 	}
-	return sigs
+	return append(sigs, UpgradeSignal)
 }

@@ -145,6 +145,7 @@ func (st Status) Write(w io.Writer) {
 	if p := st.Rpwrap; p != nil {
 		fmt.Fprintf(w, "rpwrap:    pid %d, version %s, %s\n", p.Pid, p.Version, p.Executable)
 		fmt.Fprintf(w, "up:        %s, since %s\n", p.Uptime, p.Started.Format(time.RFC3339))
+		p.writeBinary(w)
 	}
 	fmt.Fprintf(w, "selector:  %s\n", st.Selector)
 	for _, l := range st.Listeners {

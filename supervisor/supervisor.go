@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/signal"
 	"runtime/debug"
@@ -59,6 +60,8 @@ type Supervisor struct {
 	finished   []*finishedCounts // the selector's counts of generations that let go of a socket (counters.go)
 	stopping   bool              // SIGTERM came: /readyz reports not ready
 	stopDelay  time.Time         // end of the stop delay, when there is one
+
+	up upgrader // in-place upgrades of rpwrap itself (upgrade.go)
 }
 
 // restartRequest is one restart trigger: reply gets the result, at the
@@ -68,6 +71,7 @@ type restartRequest struct {
 	reply chan<- RestartResult
 	wait  bool
 	opts  *RestartOptions // nil: the Config's watch and canary
+	conn  *net.UnixConn   // the control client waiting for reply, carried across an upgrade; nil for none
 }
 
 // New checks cfg, opens the first generation's sockets (or takes the ones
@@ -92,6 +96,7 @@ func New(cfg Config) (_ *Supervisor, err error) {
 		nextGen:  1,
 		roll:     rollouts{cmds: make(chan rolloutCmd)},
 	}
+	s.up.init()
 	// The control socket comes first: a second rpwrap started by mistake
 	// for the same service stops here, before it touches the sockets.
 	if cfg.ControlPath != "" {
@@ -194,12 +199,12 @@ func (s *Supervisor) Run(ctx context.Context) (code int) {
 	defer s.health.close() // last: it answers 503 until the end
 	defer s.metricsSrv.close()
 	var err error
-	if s.reaper, err = newReaper(); err != nil {
+	if s.reaper, err = newReaper(s.up.adopting()); err != nil {
 		s.cfg.Log.Error("cannot supervise children", "err", err)
 		s.closeGroups(s.gens[0])
 		return 1
 	}
-	sigs := make(chan os.Signal, 16)
+	sigs := signalChannel()
 	signal.Notify(sigs, forwardedSignals()...)
 	defer signal.Stop(sigs)
 	defer s.reaper.close()
@@ -216,6 +221,10 @@ func (s *Supervisor) Run(ctx context.Context) (code int) {
 	defer s.release()
 	defer s.recoverPanic(&code)
 
+	if s.up.resume != nil { // an in-place upgrade: the generations run already
+		s.adoptGenerations()
+		return s.loop(ctx, sigs, nil)
+	}
 	first := s.gens[0]
 	s.mu.Lock()
 	s.nextGen = 2
@@ -335,10 +344,19 @@ func (s *Supervisor) RestartAndDrain(ctx context.Context) (RestartResult, error)
 }
 
 func (s *Supervisor) request(ctx context.Context, r restartRequest) (RestartResult, error) {
+	return s.requestFrom(ctx, r, nil)
+}
+
+// requestFrom is request for r, from the control client r.conn; handed,
+// if not nil, is called once the trigger has reached the event loop.
+func (s *Supervisor) requestFrom(ctx context.Context, r restartRequest, handed func()) (RestartResult, error) {
 	reply := make(chan RestartResult, 1)
 	r.reply = reply
 	select {
 	case s.triggers <- r:
+		if handed != nil {
+			handed()
+		}
 	case <-s.quit:
 		return RestartResult{}, errors.New("restart: rpwrap is stopping")
 	case <-ctx.Done():

@@ -40,6 +40,16 @@ Commands:
             from (device, inode, mtime), and per listener its slot, queue
             against backlog, established connections and (eBPF) the
             connections the selector gave it, by route
+  upgrade [--binary PATH]   upgrade rpwrap itself in place: it re-executes
+            itself (execve, same pid) onto PATH, by default the file it was
+            started from as it is now (a package manager's new binary). The
+            servers keep running untouched; sockets, selector, control
+            socket, draining generations, queued restarts and counters carry
+            over. PATH is checked first (it must be an rpwrap that reads
+            rpwrap's state and accepts its flags): when it is not, exit 1
+            with the reason, and the running rpwrap serves on unchanged.
+            It answers once the new rpwrap serves. The signal RTMIN+2
+            (signal 36) does the same without an answer.
   sockets   per listener and generation, the options of the socket rpwrap
             holds, read with getsockopt: SO_REUSEPORT, SO_REUSEADDR,
             IPV6_V6ONLY, TCP_DEFER_ACCEPT, TCP_FASTOPEN, backlog and queue
@@ -60,8 +70,8 @@ Flags (before or after the command):
                       rpwrap's own --control)  [RPWRAP_CONTROL]
   --json              print the answer as JSON
   --timeout DURATION  give up waiting for the answer after DURATION (default
-                      10s for status and sockets, none for restart and
-                      events). A restart given up on
+                      10s for status and sockets, 1m for upgrade, none for
+                      restart and events). A restart given up on
                       is not cancelled: rpwrap goes on with it.
 
 Examples:
@@ -72,15 +82,21 @@ Examples:
   $ rpwrap ctl --json status
   $ rpwrap ctl sockets
   $ rpwrap ctl events | jq -r 'select(.event == "rolled_back") | .reason'
+  $ rpwrap ctl upgrade
+  $ rpwrap ctl upgrade --binary /usr/local/bin/rpwrap.new
   ExecReload=/usr/local/bin/rpwrap ctl restart      (systemd)
 `
 
 // ctlCommands are the commands `rpwrap ctl` knows.
-var ctlCommands = []string{"restart", "status", "sockets", "events", "promote", "abort"}
+var ctlCommands = []string{"restart", "status", "sockets", "events", "promote", "abort", "upgrade"}
 
 // statusTimeout bounds `ctl status` and `ctl sockets` unless --timeout says otherwise: the
 // answer is a snapshot and takes milliseconds.
 const statusTimeout = 10 * time.Second
+
+// upgradeTimeout bounds `ctl upgrade` unless --timeout says otherwise: the
+// check of the new binary takes up to 10 s, the take-over milliseconds.
+const upgradeTimeout = time.Minute
 
 // waitNotice is how long ctl waits for an answer before it says why.
 const waitNotice = time.Second
@@ -91,6 +107,7 @@ type ctlOptions struct {
 	wait    bool
 	watch   string
 	canary  string
+	binary  string
 	timeout time.Duration
 	help    bool
 	command string
@@ -138,6 +155,7 @@ func parseCtl(e env, args []string) (*ctlOptions, error) {
 	fs.BoolVar(&o.wait, "wait", false, "")
 	fs.StringVar(&o.watch, "watch", "", "")
 	fs.StringVar(&o.canary, "canary", "", "")
+	fs.StringVar(&o.binary, "binary", "", "")
 	durationVar(fs, &o.timeout, "timeout", 0)
 	fs.BoolVar(&o.help, "help", false, "")
 	fs.BoolVar(&o.help, "h", false, "")
@@ -152,13 +170,21 @@ func parseCtl(e env, args []string) (*ctlOptions, error) {
 	case o.help:
 		return o, nil
 	case o.command == "":
-		return nil, errors.New("no command: give restart, status, sockets, events, promote or abort\nTry 'rpwrap ctl --help'.")
+		return nil, errors.New("no command: give restart, status, sockets, events, promote, abort or upgrade\nTry 'rpwrap ctl --help'.")
 	case fs.NArg() != 0:
 		return nil, fmt.Errorf("unexpected argument %q after %s\nTry 'rpwrap ctl --help'.", fs.Arg(0), o.command)
 	case o.wait && o.command != "restart":
 		return nil, fmt.Errorf("--wait is for restart, not %s", o.command)
 	case (o.watch != "" || o.canary != "") && o.command != "restart":
 		return nil, fmt.Errorf("--watch and --canary are for restart, not %s", o.command)
+	case o.binary != "" && o.command != "upgrade":
+		return nil, fmt.Errorf("--binary is for upgrade, not %s", o.command)
+	case o.binary != "":
+		abs, err := filepath.Abs(o.binary) // rpwrap's working directory is not ctl's
+		if err != nil {
+			return nil, fmt.Errorf("--binary %s: %v", o.binary, err)
+		}
+		o.binary = abs
 	}
 	if o.watch != "" {
 		if _, err := parseDuration(o.watch); err != nil {
@@ -176,7 +202,7 @@ func parseCtl(e env, args []string) (*ctlOptions, error) {
 	if near := nearest(o.command, ctlCommands); near != "" {
 		return nil, fmt.Errorf("unknown command %q; did you mean %s?", o.command, near)
 	}
-	return nil, fmt.Errorf("unknown command %q: want restart, status, sockets, events, promote or abort\nTry 'rpwrap ctl --help'.", o.command)
+	return nil, fmt.Errorf("unknown command %q: want restart, status, sockets, events, promote, abort or upgrade\nTry 'rpwrap ctl --help'.", o.command)
 }
 
 // callCtl sends o's request to path. While a restart takes more than
@@ -185,6 +211,9 @@ func callCtl(e env, o *ctlOptions, path string) (supervisor.Response, error) {
 	limit := o.timeout
 	if limit == 0 && o.command != "restart" {
 		limit = statusTimeout
+		if o.command == "upgrade" {
+			limit = upgradeTimeout
+		}
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	if limit > 0 {
@@ -202,7 +231,7 @@ func callCtl(e env, o *ctlOptions, path string) (supervisor.Response, error) {
 			}
 		}
 	}()
-	resp, err := supervisor.Call(ctx, path, supervisor.Request{Command: o.command, Wait: o.wait, Watch: o.watch, Canary: o.canary})
+	resp, err := supervisor.Call(ctx, path, supervisor.Request{Command: o.command, Wait: o.wait, Watch: o.watch, Canary: o.canary, Binary: o.binary})
 	close(done)
 	<-noticed
 	if err != nil && errors.Is(err, context.DeadlineExceeded) {
@@ -253,6 +282,8 @@ func printAnswer(e env, o *ctlOptions, resp supervisor.Response) {
 		resp.Status.Write(e.stdout)
 	case resp.Sockets != nil:
 		resp.Sockets.Write(e.stdout)
+	case resp.Upgrade != nil && resp.OK:
+		printUpgrade(e, resp.Upgrade)
 	case r != nil && resp.OK:
 		old := fmt.Sprintf("generation %d draining (see rpwrap ctl status)", r.Predecessor)
 		if r.Drained {

@@ -24,7 +24,7 @@ func TestCtlUnknownCommandSuggestsTheNearest(t *testing.T) {
 		{"restrat", `rpwrap ctl: unknown command "restrat"; did you mean restart?`},
 		{"restar", "did you mean restart?"},
 		{"statsu", "did you mean status?"},
-		{"reload", `unknown command "reload": want restart, status, sockets, events, promote or abort`},
+		{"reload", `unknown command "reload": want restart, status, sockets, events, promote, abort or upgrade`},
 	} {
 		code, _, errOut := runCLI(t, nil, "ctl", "--control", "/nonexistent/rpwrap.sock", c.arg)
 		if code != 2 || !strings.Contains(errOut, c.want) || strings.Contains(errOut, "rpwrap ctl: rpwrap") {

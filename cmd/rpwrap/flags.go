@@ -344,7 +344,10 @@ Flags (each also from the environment variable in brackets):
   --version                  print the version
   -h, --help                 this text
 
-Signals: SIGHUP restarts. SIGTERM and SIGINT stop the server (after
+Signals: SIGHUP restarts. Signal 36 (RTMIN+2 as glibc's kill(1) names it)
+upgrades rpwrap itself in place onto the file it was started from, as the
+command 'rpwrap ctl upgrade' does (which also answers whether it worked);
+the servers keep running. SIGTERM and SIGINT stop the server (after
 --stop-delay, if set; then --stop-signal, then SIGKILL after --stop-timeout)
 and rpwrap exits with its status. Every other signal is forwarded to the
 serving generation. Restart triggers that arrive during a restart are queued

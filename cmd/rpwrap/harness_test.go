@@ -28,7 +28,9 @@ func TestMain(m *testing.M) {
 		fdpass.RunShim()
 		os.Exit(run(env{getenv: os.Getenv, stdout: os.Stdout, stderr: os.Stderr}, os.Args[1:]))
 	}
-	os.Exit(testutil.VerifyNoLeaks(m))
+	code := testutil.VerifyNoLeaks(m)
+	removeUpgradeBinaries()
+	os.Exit(code)
 }
 
 // testBinary is this test binary, which is also rpwrap (see TestMain).

@@ -11,9 +11,11 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime"
 	"strings"
 
 	"github.com/rpwrap/rpwrap/fdpass"
+	"github.com/rpwrap/rpwrap/supervisor"
 )
 
 // version is set at build time: go build -ldflags "-X main.version=v1.2.3";
@@ -29,10 +31,19 @@ type env struct {
 	stderr io.Writer
 }
 
+// init keeps the main goroutine on the main thread: main serves
+// supervisor.ServeMainThread on it, the thread that forks the servers and
+// execs an in-place upgrade.
+func init() { runtime.LockOSThread() }
+
 func main() {
 	fdpass.RunShim() // in the exec shim this execs the server and never returns
 	version = resolveVersion(version)
-	os.Exit(run(env{getenv: os.Getenv, stdout: os.Stdout, stderr: os.Stderr}, os.Args[1:]))
+	go func() {
+		supervisor.WaitMainThread()
+		os.Exit(run(env{getenv: os.Getenv, stdout: os.Stdout, stderr: os.Stderr}, os.Args[1:]))
+	}()
+	supervisor.ServeMainThread()
 }
 
 // run dispatches to a subcommand and returns the exit status.
@@ -50,8 +61,9 @@ func run(e env, args []string) int {
 		case "--help-completion": // hidden: the bash completion script
 			return writeOrFail(e, writeBashCompletion(e.stdout))
 		case "version":
-			fmt.Fprintln(e.stdout, "rpwrap", version)
-			return 0
+			return printVersion(e)
+		case supervisor.CheckCommand: // hidden: asked by an rpwrap about to upgrade onto this binary
+			return runUpgradeCheck(e, args[1:])
 		}
 	}
 	return runWrap(e, args)

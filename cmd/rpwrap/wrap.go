@@ -21,7 +21,15 @@ import (
 
 // runWrap is `rpwrap [FLAGS] -- COMMAND [ARGS...]`.
 func runWrap(e env, args []string) int {
+	st, err := supervisor.ReadState() // set when an in-place upgrade executed this binary
+	if err != nil {
+		printError(e.stderr, "rpwrap", "in-place upgrade: "+err.Error())
+		return 1
+	}
 	o, cmd, err := parseOptions(e, args)
+	if err != nil && st != nil {
+		err = fmt.Errorf("%w; %v", err, supervisor.FallBack(st, fmt.Errorf("rpwrap's flags: %w", err), nil))
+	}
 	if err != nil {
 		printError(e.stderr, "rpwrap", err.Error()+"\nTry 'rpwrap --help'.")
 		return 2
@@ -39,11 +47,14 @@ func runWrap(e env, args []string) int {
 		printError(e.stderr, "rpwrap", err.Error())
 		return 2
 	}
-	cfg, code := wrapConfig(e, o, cmd, log)
+	cfg, code := wrapConfig(e, o, cmd, log, st)
 	if code != 0 {
+		if st != nil {
+			printError(e.stderr, "rpwrap", supervisor.FallBack(st, fmt.Errorf("rpwrap's configuration refused (exit %d)", code), nil).Error())
+		}
 		return code
 	}
-	s, err := supervisor.New(cfg)
+	s, err := newSupervisor(cfg, st)
 	if err != nil {
 		printError(e.stderr, "rpwrap", err.Error())
 		return 1
@@ -68,7 +79,7 @@ func runWrap(e env, args []string) int {
 
 // wrapConfig turns options into a supervisor configuration. A non-zero
 // code means an error was printed and rpwrap must exit with it.
-func wrapConfig(e env, o *options, cmd []string, log *slog.Logger) (supervisor.Config, int) {
+func wrapConfig(e env, o *options, cmd []string, log *slog.Logger, st *supervisor.UpgradeState) (supervisor.Config, int) {
 	fail := func(code int, format string, args ...any) (supervisor.Config, int) {
 		printError(e.stderr, "rpwrap", fmt.Sprintf(format, args...))
 		return supervisor.Config{}, code
@@ -134,7 +145,12 @@ func wrapConfig(e env, o *options, cmd []string, log *slog.Logger) (supervisor.C
 		}
 		return fail(code, "%v", err)
 	}
-	if cfg.Adopted, err = fdpass.FromSystemd(); err != nil {
+	if st != nil { // the sockets are the state document's
+		cfg.Listen = nil
+		for _, g := range st.Groups {
+			cfg.Listen = append(cfg.Listen, g.Spec)
+		}
+	} else if cfg.Adopted, err = fdpass.FromSystemd(); err != nil {
 		return fail(1, "%v", err)
 	}
 	if len(cfg.Adopted) > 0 && len(cfg.Listen) > 0 {

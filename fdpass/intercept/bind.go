@@ -52,7 +52,7 @@ func (i *Interceptor) handleOne(nfd int) error {
 		return err
 	}
 	if a.claim != nil {
-		a.claim.claimed = true
+		a.claim.claimed.Store(true)
 	}
 	if a.onReply != nil {
 		a.onReply()

@@ -26,8 +26,8 @@ type managed struct {
 	Managed
 	family, typ, proto int
 	ino                uint64
-	v6only             bool // IPV6_V6ONLY of an AF_INET6 socket
-	claimed            bool // its one bind of this generation happened; only Serve's goroutine touches it
+	v6only             bool        // IPV6_V6ONLY of an AF_INET6 socket
+	claimed            atomic.Bool // its one bind of this generation happened; written by Serve's goroutine only
 }
 
 // Interceptor answers the bind(2) notifications of one generation's process

@@ -27,7 +27,7 @@ func (i *Interceptor) bindManagedPort(nfd int, n *seccompNotif, sa sockaddr) ans
 	}
 	defer t.close()
 	if m := i.byInode(t.ino); m != nil {
-		if m.claimed {
+		if m.claimed.Load() {
 			return answerContinue // rebinding rpwrap's socket: the kernel answers EINVAL
 		}
 		// A bind restarted after a signal, ADDFD done: finish it.
@@ -63,7 +63,7 @@ func (i *Interceptor) byInode(ino uint64) *managed {
 // claim gives the server x's socket on its first bind of the address, and
 // EADDRINUSE on every later one.
 func (i *Interceptor) claim(nfd int, n *seccompNotif, t *target, x match) answer {
-	if x.m.claimed {
+	if x.m.claimed.Load() {
 		i.logf("bind interception: second bind of a managed address refused with EADDRINUSE; "+
 			"only the first bind of each address per generation gets rpwrap's socket",
 			"bind", x.m.Addr.String(), "tid", n.Pid, "fd", int32(n.Data.Args[0]))

@@ -31,3 +31,15 @@ func goTool() string {
 	}
 	return filepath.Join(runtime.GOROOT(), "bin", "go")
 }
+
+// GoBuildFlags is GoBuild with extra flags for go build, such as
+// -ldflags "-X main.version=v2" for binaries that differ in their bytes.
+func GoBuildFlags(out, pkg string, flags []string, env ...string) error {
+	args := append(append([]string{"build", "-o", out}, flags...), pkg)
+	cmd := exec.Command(goTool(), args...)
+	cmd.Env = append(os.Environ(), env...)
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("go build %s: %w\n%s", pkg, err, b)
+	}
+	return nil
+}

@@ -5,9 +5,11 @@
 //
 //   - SO_ATTACH_REUSEPORT_EBPF: an SK_REUSEPORT program (bpf(2), expected
 //     attach type BPF_SK_REUSEPORT_SELECT_OR_MIGRATE, Linux 5.14) written
-//     with cilium/ebpf's asm package, with three maps: a
+//     with cilium/ebpf's asm package, with four maps: a
 //     REUSEPORT_SOCKARRAY of slots, a one-entry ARRAY holding the active
-//     slot and a HASH of probe routes. The program calls
+//     slot, a HASH of probe routes, and a PERCPU_ARRAY that counts, per
+//     slot and route, what the program selected (ReadCounters). The
+//     program calls
 //     bpf_sk_select_reuseport (bpf-helpers(7)) for every new TCP connection
 //     or UDP datagram, and for every request migrating out of a closing
 //     listener's accept queue. Activate, the flip, is one map update.

@@ -56,6 +56,13 @@
 // every draining generation is told to stop now, and the active one gets
 // Config.StopSignal and up to Config.StopTimeout.
 //
+// What it does is observable three ways (status.go, metrics.go,
+// events.go): Status, a snapshot with the data path per generation (the
+// selector's counts, queues, established connections, the kernel's TcpExt
+// counters); a Prometheus endpoint (Config.MetricsAddr: /metrics) on a
+// socket of rpwrap's own; and the events of the control socket's "events"
+// command, which never block the supervisor.
+//
 // Exit status of Run: the serving generation's status when rpwrap stops it
 // (SIGTERM/SIGINT) or when it exits on its own without
 // Config.RestartOnFailure; 128+N when signal N killed it; 127 or 126 when the

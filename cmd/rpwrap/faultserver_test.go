@@ -59,10 +59,13 @@ func listFDsThenServe(args []string) int {
 	var list strings.Builder
 	for _, name := range names {
 		target, _ := os.Readlink("/proc/self/fd/" + name)
-		// The directory's own descriptor, and the cgroup CPU limit files
-		// the Go runtime (1.25+) keeps open to size GOMAXPROCS, are the
-		// lister's, not inherited.
-		if name == strconv.Itoa(dirfd) || strings.HasPrefix(target, "/sys/fs/cgroup/") {
+		// A descriptor with FD_CLOEXEC was opened by this process since its
+		// exec (one it inherited would have been closed by the exec): the
+		// directory's own, the cgroup CPU limit files the Go runtime (1.25+)
+		// keeps open to size GOMAXPROCS, the netpoller that a package's
+		// init opens. Those are the lister's, not inherited.
+		fd, _ := strconv.Atoi(name)
+		if flags, err := unix.FcntlInt(uintptr(fd), unix.F_GETFD, 0); err != nil || flags&unix.FD_CLOEXEC != 0 {
 			continue
 		}
 		list.WriteString(name + " -> " + target + "\n")

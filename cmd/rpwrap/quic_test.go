@@ -8,6 +8,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -61,7 +62,19 @@ func dialQUIC(t *testing.T, id int, addr string) *quicClient {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	conn, err := quic.DialAddr(ctx, addr, &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"rpwrap-echo"}},
+	ua, err := net.ResolveUDPAddr("udp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pc, err := net.ListenUDP("udp", &net.UDPAddr{IP: ua.IP})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Connection IDs of its own, so that the server can validate a new
+	// path of the client (migration).
+	tr := &quic.Transport{Conn: pc, ConnectionIDLength: 8}
+	t.Cleanup(func() { tr.Close() })
+	conn, err := tr.Dial(ctx, ua, &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"rpwrap-echo"}},
 		&quic.Config{MaxIdleTimeout: 10 * time.Second})
 	if err != nil {
 		t.Fatalf("QUIC connection %d: %v", id, err)
@@ -189,5 +202,58 @@ func TestQUICWithoutStickinessResetsConnections(t *testing.T) {
 	t.Logf("--udp-flows off: of 10 QUIC connections %d reset, %d stalled, %d other errors, %d unharmed", ended["reset"], ended["stall"], ended["error"], ended[""])
 	if ended["reset"] == 0 {
 		t.Error("no QUIC connection was reset without stickiness: the control does not show what the flow table prevents")
+	}
+}
+
+// migrateAfterRestart opens a QUIC connection on generation 1, restarts,
+// moves the connection to a new client socket (a new address, as after NAT
+// rebinding or migration) and returns the connection after one exchange on
+// the new path, or the error that stopped it.
+func migrateAfterRestart(t *testing.T, mode string) (*quicClient, error) {
+	bin := quicdemoBinary(t)
+	w := startWrapperCommand(t, []string{"--listen", "udp://127.0.0.1:0", "--selector", "ebpf", "--ready", "notify",
+		"--udp-flows", mode, "--drain-timeout", "30s", "--", bin})
+	c := dialQUIC(t, 1, w.addr)
+	if !c.exchange(0) {
+		t.Fatalf("first exchange: %v", c.err)
+	}
+	w.restartNoWait()
+	pc, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr := &quic.Transport{Conn: pc, ConnectionIDLength: 8}
+	t.Cleanup(func() { tr.Close() })
+	path, err := c.conn.AddPath(tr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	if err := path.Probe(ctx); err != nil {
+		return c, fmt.Errorf("probe the new path: %w", err)
+	}
+	if err := path.Switch(); err != nil {
+		return c, fmt.Errorf("switch to the new path: %w", err)
+	}
+	if !c.exchange(1) {
+		return c, c.err
+	}
+	return c, nil
+}
+
+// A QUIC connection that moves to a new client address after a restart
+// still reaches its generation with --udp-flows quic: the server id in its
+// connection ID routes it. The control: with --udp-flows tuple the new
+// address is a new flow, which goes to the new generation, and the move fails.
+func TestQUICMigratedConnectionKeepsItsGeneration(t *testing.T) {
+	c, err := migrateAfterRestart(t, "quic")
+	if err != nil || c.answers[1] != 2 || len(c.answers) != 1 {
+		t.Errorf("--udp-flows quic: after the move, answers by generation %v, error %v; want both from generation 1", c.answers, err)
+	}
+	c, err = migrateAfterRestart(t, "tuple")
+	t.Logf("--udp-flows tuple: after the move, answers by generation %v, error %v", c.answers, err)
+	if err == nil && c.answers[1] == 2 {
+		t.Error("--udp-flows tuple: the moved connection still reached generation 1: the control does not show what the connection-ID route adds")
 	}
 }

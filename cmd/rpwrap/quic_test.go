@@ -134,7 +134,7 @@ func (c *quicClient) kind() string {
 func quicAcrossRestarts(t *testing.T, mode string) []*quicClient {
 	bin := quicdemoBinary(t)
 	w := startWrapperCommand(t, []string{"--listen", "udp://127.0.0.1:0", "--selector", "ebpf", "--ready", "notify",
-		"--udp-flows", mode, "--udp-flow-idle", "300ms", "--drain-timeout", "30s", "--max-draining", "8", "--", bin})
+		"--udp-flows", mode, "--udp-flow-idle", "2s", "--drain-timeout", "30s", "--max-draining", "8", "--", bin})
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	var long []*quicClient

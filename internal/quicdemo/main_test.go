@@ -10,40 +10,120 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/quic-go/quic-go"
 
+	"github.com/rpwrap/rpwrap/fdpass"
 	"github.com/rpwrap/rpwrap/internal/testutil"
+	"github.com/rpwrap/rpwrap/supervisor"
 )
 
-var quicdemo struct {
-	once sync.Once
-	path string
-	err  error
+// The binaries, built once per test binary: rpwrap and this server.
+var bins struct {
+	once             sync.Once
+	rpwrap, quicdemo string
+	err              error
 }
 
-// quicdemoBinary builds internal/quicdemo once per test binary.
-func quicdemoBinary(t *testing.T) string {
+func binaries(t *testing.T) (rpwrap, server string) {
 	t.Helper()
-	quicdemo.once.Do(func() {
+	testutil.RequireRoot(t)
+	bins.once.Do(func() {
 		dir, err := os.MkdirTemp("", "rpwquic")
 		if err != nil {
-			quicdemo.err = err
+			bins.err = err
 			return
 		}
-		quicdemo.path = filepath.Join(dir, "quicdemo")
-		quicdemo.err = testutil.GoBuild(quicdemo.path, "../../internal/quicdemo")
+		bins.rpwrap, bins.quicdemo = filepath.Join(dir, "rpwrap"), filepath.Join(dir, "quicdemo")
+		if bins.err = testutil.GoBuild(bins.rpwrap, "../../cmd/rpwrap"); bins.err == nil {
+			bins.err = testutil.GoBuild(bins.quicdemo, ".")
+		}
 	})
-	if quicdemo.err != nil {
-		t.Fatal(quicdemo.err)
+	if bins.err != nil {
+		t.Fatal(bins.err)
 	}
-	return quicdemo.path
+	return bins.rpwrap, bins.quicdemo
+}
+
+// wrapper is rpwrap running the QUIC server on one UDP listener.
+type wrapper struct {
+	t       *testing.T
+	control string
+	addr    string
+	out     *testutil.SyncBuffer
+}
+
+// startWrapper runs rpwrap with flags around this server and returns once
+// its control socket answers with a serving generation.
+func startWrapper(t *testing.T, flags ...string) *wrapper {
+	t.Helper()
+	rpwrap, server := binaries(t)
+	dir, err := os.MkdirTemp("", "rpwq")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	w := &wrapper{t: t, control: filepath.Join(dir, "ctl.sock"), out: &testutil.SyncBuffer{}}
+	args := append([]string{"--control", w.control, "--listen", "udp://127.0.0.1:0", "--selector", "ebpf", "--ready", "notify"}, flags...)
+	cmd := exec.Command(rpwrap, append(append(args, "--"), server)...)
+	cmd.Env = append(os.Environ(), "RUNTIME_DIRECTORY="+dir)
+	cmd.Stdout, cmd.Stderr = w.out, w.out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { cmd.Wait(); close(done) }()
+	t.Cleanup(func() {
+		cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-done:
+		case <-time.After(30 * time.Second):
+			cmd.Process.Kill()
+			<-done
+		}
+		if t.Failed() {
+			t.Logf("rpwrap output:\n%s", w.out.String())
+		}
+	})
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if resp, err := w.call("status"); err == nil && resp.Status != nil && len(resp.Status.Generations) > 0 &&
+			resp.Status.Generations[0].State == supervisor.StateActive {
+			spec, err := fdpass.ParseSpec(resp.Status.Listeners[0])
+			if err != nil {
+				t.Fatal(err)
+			}
+			w.addr = spec.Addr.String()
+			return w
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("rpwrap not serving within 30s; output:\n%s", w.out.String())
+		}
+	}
+}
+
+func (w *wrapper) call(command string) (supervisor.Response, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	return supervisor.Call(ctx, w.control, supervisor.Request{Command: command})
+}
+
+// restart restarts without waiting for the drain and returns the new
+// generation.
+func (w *wrapper) restart() int {
+	w.t.Helper()
+	resp, err := w.call("restart")
+	if err != nil || !resp.OK || resp.Restart == nil {
+		w.t.Fatalf("ctl restart: %v %+v; output:\n%s", err, resp, w.out.String())
+	}
+	return resp.Restart.Generation
 }
 
 // quicClient is one QUIC connection writing a line on one stream every
@@ -74,7 +154,7 @@ func dialQUIC(t *testing.T, id int, addr string) *quicClient {
 	// path of the client (migration).
 	tr := &quic.Transport{Conn: pc, ConnectionIDLength: 8}
 	t.Cleanup(func() { tr.Close() })
-	conn, err := tr.Dial(ctx, ua, &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"rpwrap-echo"}},
+	conn, err := tr.Dial(ctx, ua, &tls.Config{InsecureSkipVerify: true, NextProtos: []string{ALPN}},
 		&quic.Config{MaxIdleTimeout: 10 * time.Second})
 	if err != nil {
 		t.Fatalf("QUIC connection %d: %v", id, err)
@@ -132,9 +212,7 @@ func (c *quicClient) kind() string {
 // exchanging a line every 20 ms, through 5 restarts, and after each restart
 // opens 2 new ones that must be answered by the new generation only.
 func quicAcrossRestarts(t *testing.T, mode string) []*quicClient {
-	bin := quicdemoBinary(t)
-	w := startWrapperCommand(t, []string{"--listen", "udp://127.0.0.1:0", "--selector", "ebpf", "--ready", "notify",
-		"--udp-flows", mode, "--udp-flow-idle", "2s", "--drain-timeout", "30s", "--max-draining", "8", "--", bin})
+	w := startWrapper(t, "--udp-flows", mode, "--udp-flow-idle", "2s", "--drain-timeout", "30s", "--max-draining", "8")
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	var long []*quicClient
@@ -153,8 +231,7 @@ func quicAcrossRestarts(t *testing.T, mode string) []*quicClient {
 	}
 	time.Sleep(200 * time.Millisecond)
 	for i := range 5 {
-		resp, _ := w.restartNoWait()
-		gen := resp.Restart.Generation
+		gen := w.restart()
 		for j := range 2 {
 			c := dialQUIC(t, 100*(i+1)+j, w.addr)
 			for seq := range 5 {
@@ -210,14 +287,12 @@ func TestQUICWithoutStickinessResetsConnections(t *testing.T) {
 // rebinding or migration) and returns the connection after one exchange on
 // the new path, or the error that stopped it.
 func migrateAfterRestart(t *testing.T, mode string) (*quicClient, error) {
-	bin := quicdemoBinary(t)
-	w := startWrapperCommand(t, []string{"--listen", "udp://127.0.0.1:0", "--selector", "ebpf", "--ready", "notify",
-		"--udp-flows", mode, "--drain-timeout", "30s", "--", bin})
+	w := startWrapper(t, "--udp-flows", mode, "--drain-timeout", "30s")
 	c := dialQUIC(t, 1, w.addr)
 	if !c.exchange(0) {
 		t.Fatalf("first exchange: %v", c.err)
 	}
-	w.restartNoWait()
+	w.restart()
 	pc, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
 		t.Fatal(err)

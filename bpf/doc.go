@@ -19,6 +19,20 @@
 //     (listen(2) order for TCP, bind(2) order for UDP; when a member leaves,
 //     the last member moves into its index).
 //
+// # UDP flows
+//
+// NewWithFlows with FlowsTuple or FlowsQUIC gives a UDP group's eBPF
+// program a flow table (flows.go): an LRU hash of MaxFlows entries from the
+// datagram's addresses and ports (read with bpf_skb_load_bytes_relative
+// from BPF_HDR_START_NET, IPv4 and IPv6) to the slot that received the
+// flow's first datagram, written by the program itself. A known flow goes
+// to its slot while that slot holds a live socket; any other goes to the
+// active slot and is recorded. FlowsQUIC first routes QUIC packets by the
+// server id in their destination connection ID (quic.go, SetServerID).
+// Deselect takes a slot out of the socket map while its socket stays open,
+// so that its flows move; FlowIdle and FlowCounts report on them. The
+// classic flavour keeps no state and ignores the mode.
+//
 // New picks the eBPF flavour when Supported returns nil and falls back to
 // the classic one otherwise (with Auto); the caller logs which it got.
 //

@@ -91,6 +91,7 @@ var (
 type flowMaps struct {
 	mode    FlowMode
 	flows   *ebpf.Map // LRU_HASH: flow key -> slot
+	seen    *ebpf.Map // ARRAY: slot -> when a datagram of a known flow last reached it
 	servers *ebpf.Map // HASH: QUIC server id -> slot (quic mode only)
 }
 
@@ -103,6 +104,9 @@ func (f *flowMaps) load(newMap func(*ebpf.MapSpec) (*ebpf.Map, error)) (err erro
 	if f.flows, err = newMap(&ebpf.MapSpec{Name: "rpwrap_flows", Type: ebpf.LRUHash, KeySize: flowKeySize, ValueSize: flowValueSize, MaxEntries: MaxFlows}); err != nil {
 		return err
 	}
+	if f.seen, err = newMap(&ebpf.MapSpec{Name: "rpwrap_flow_seen", Type: ebpf.Array, KeySize: 4, ValueSize: 8, MaxEntries: MaxSlots}); err != nil {
+		return err
+	}
 	if f.mode == FlowsQUIC {
 		if f.servers, err = newMap(&ebpf.MapSpec{Name: "rpwrap_quic_ids", Type: ebpf.Hash, KeySize: 4, ValueSize: 4, MaxEntries: MaxSlots}); err != nil {
 			return err
@@ -113,11 +117,11 @@ func (f *flowMaps) load(newMap func(*ebpf.MapSpec) (*ebpf.Map, error)) (err erro
 
 // objects lists the flow maps for the selector's handover (see objects).
 func (f *flowMaps) objects() []object {
-	return []object{{name: "rpwrap_flows", m: &f.flows}, {name: "rpwrap_quic_ids", m: &f.servers}}
+	return []object{{name: "rpwrap_flows", m: &f.flows}, {name: "rpwrap_flow_seen", m: &f.seen}, {name: "rpwrap_quic_ids", m: &f.servers}}
 }
 
 func (f *flowMaps) free() error {
-	return errors.Join(f.flows.Close(), f.servers.Close())
+	return errors.Join(f.flows.Close(), f.seen.Close(), f.servers.Close())
 }
 
 // route returns the flow routes of the program, to run before the active
@@ -130,14 +134,14 @@ func (f *flowMaps) route(sockets, active int) asm.Instructions {
 	if f.servers != nil {
 		insns = quicRoute(sockets, f.servers.FD())
 	}
-	return append(insns, tupleRoute(sockets, active, f.flows.FD())...)
+	return append(insns, tupleRoute(sockets, active, f.flows.FD(), f.seen.FD())...)
 }
 
 // tupleRoute looks the datagram's flow up in the flow table and selects the
 // slot found there. A flow it does not know, or whose slot holds no live
 // socket any more, it places on the active slot and writes to the table;
 // when that fails too it leaves the datagram to the routes after it.
-func tupleRoute(sockets, active, flows int) asm.Instructions {
+func tupleRoute(sockets, active, flows, seen int) asm.Instructions {
 	insns := asm.Instructions{
 		asm.LoadMem(asm.R2, asm.R6, mdData, asm.DWord).WithSymbol("flow_tuple"),
 		asm.LoadMem(asm.R3, asm.R6, mdDataEnd, asm.DWord),
@@ -171,10 +175,21 @@ func tupleRoute(sockets, active, flows int) asm.Instructions {
 		asm.JEq.Imm(asm.R0, 0, "flow_new"),
 		asm.Mov.Reg(asm.R7, asm.R0),
 		asm.FnKtimeGetCoarseNs.Call(),
-		asm.StoreMem(asm.R7, 8, asm.R0, asm.DWord), // seen
+		asm.StoreMem(asm.R7, 8, asm.R0, asm.DWord), // the flow's seen
+		asm.StoreMem(asm.RFP, flowVal+8, asm.R0, asm.DWord),
 		asm.LoadMem(asm.R7, asm.R7, 0, asm.Word),
+		asm.StoreMem(asm.RFP, stackKey, asm.R7, asm.Word),
+		asm.LoadMapPtr(asm.R1, seen),
+		asm.Mov.Reg(asm.R2, asm.RFP),
+		asm.Add.Imm(asm.R2, stackKey),
+		asm.FnMapLookupElem.Call(),
+		asm.JEq.Imm(asm.R0, 0, "flow_select"),
+		asm.LoadMem(asm.R1, asm.RFP, flowVal+8, asm.DWord),
+		asm.StoreMem(asm.R0, 0, asm.R1, asm.DWord), // the slot's seen
 	)
-	insns = append(insns, selectSlot(sockets, asm.R7, routeFlow)...)
+	sel := selectSlot(sockets, asm.R7, routeFlow)
+	sel[0] = sel[0].WithSymbol("flow_select")
+	insns = append(insns, sel...)
 	return append(insns, placeFlow(sockets, active, flows)...)
 }
 
@@ -283,41 +298,31 @@ func (s *ebpfSelector) forgetFlowsLocked(slot Slot) error {
 	return nil
 }
 
-// FlowActivity reports how many flows of the flow table of sel's group
-// belong to slot, and how long ago the last datagram of any of them came
-// (0 when there are none). ok is false when sel keeps no flows or is
-// closed.
-func FlowActivity(sel Selector, slot Slot) (flows int, idle time.Duration, ok bool) {
+// FlowIdle reports how long ago a datagram of a known flow last reached
+// slot in sel's group (the time since boot when none ever did). ok is
+// false when sel keeps no flows or is closed. It reads one map entry.
+func FlowIdle(sel Selector, slot Slot) (idle time.Duration, ok bool) {
 	s, is := sel.(*ebpfSelector)
 	if !is {
-		return 0, 0, false
+		return 0, false
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.closed || s.flow.flows == nil {
-		return 0, 0, false
+	if s.closed || s.flow.seen == nil {
+		return 0, false
 	}
 	var last uint64
-	var k [flowKeySize]byte
-	var v flowValue
-	it := s.flow.flows.Iterate()
-	for it.Next(&k, &v) {
-		if Slot(v.Slot) == slot {
-			flows++
-			last = max(last, v.Seen)
-		}
-	}
-	if it.Err() != nil || flows == 0 {
-		return flows, 0, it.Err() == nil
+	if err := s.flow.seen.Lookup(uint32(slot), &last); err != nil {
+		return 0, false
 	}
 	var now unix.Timespec
 	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC_COARSE, &now); err != nil {
-		return flows, 0, false
+		return 0, false
 	}
 	if n := uint64(now.Nano()); n > last {
 		idle = time.Duration(n - last)
 	}
-	return flows, idle, true
+	return idle, true
 }
 
 // Deselect takes slot out of the socket map while its socket stays open

@@ -85,8 +85,8 @@ func (s *Supervisor) readQueued(g *generation) {
 // datagram for Config.UDPFlowIdle.
 func (s *Supervisor) flowsIdle(g *generation, held []int) bool {
 	for _, i := range held {
-		n, idle, ok := bpf.FlowActivity(s.groups[i].sel, g.slots[i])
-		if ok && n > 0 && idle < s.cfg.UDPFlowIdle {
+		idle, ok := bpf.FlowIdle(s.groups[i].sel, g.slots[i])
+		if ok && idle < s.cfg.UDPFlowIdle {
 			return false
 		}
 	}
@@ -96,7 +96,8 @@ func (s *Supervisor) flowsIdle(g *generation, held []int) bool {
 // moveFlows takes g's sockets in the groups held out of their socket maps.
 func (s *Supervisor) moveFlows(g *generation, held []int) {
 	for _, i := range held {
-		n, _, _ := bpf.FlowActivity(s.groups[i].sel, g.slots[i])
+		counts, _ := bpf.FlowCounts(s.groups[i].sel)
+		n := counts[g.slots[i]]
 		if err := bpf.Deselect(s.groups[i].sel, g.slots[i]); err != nil {
 			g.log.Error("cannot move its UDP flows: they stay with it until it closes its socket", "listen", s.groups[i].spec, "err", err)
 			continue

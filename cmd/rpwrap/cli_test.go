@@ -197,6 +197,9 @@ func TestBadNumbersAreRefusedWithTheForms(t *testing.T) {
 		{nil, []string{"--backlog", "many"}, `--backlog "many": want a whole number`},
 		{map[string]string{"RPWRAP_BACKLOG": "-5"}, nil, "--backlog -5: want a number of pending connections from 1"},
 		{nil, []string{"--max-draining", "0"}, "--max-draining 0: want 1 or more"},
+		{nil, []string{"--udp-flows", "sticky"}, `--udp-flows: unknown UDP flow mode "sticky" (want tuple, quic or off)`},
+		{map[string]string{"RPWRAP_UDP_FLOWS": "4tuple"}, nil, `--udp-flows: unknown UDP flow mode "4tuple"`},
+		{nil, []string{"--udp-flow-idle", "0s"}, "--udp-flow-idle 0s: want a positive duration"},
 		{nil, []string{"--shutdown-at-flip=maybe"}, `--shutdown-at-flip "maybe": want true or false`},
 		{nil, []string{"--lisen", ":80"}, "unknown flag --lisen"},
 	}

@@ -16,6 +16,7 @@ import (
 var flagValues = map[string]string{
 	"pass":        "listen-fds nginx bind",
 	"selector":    "auto ebpf cbpf",
+	"udp-flows":   "tuple quic off",
 	"ready":       "none notify accept http: exec: delay:",
 	"stop-signal": "TERM QUIT WINCH INT HUP USR1 USR2",
 	"s":           "TERM QUIT WINCH INT HUP USR1 USR2",

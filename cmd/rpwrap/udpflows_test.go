@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -116,7 +117,7 @@ func (f *flow) moved() int {
 // returns the long ones and the short ones.
 func udpFlowsAcrossRestarts(t *testing.T, listen, mode string) (long, short []*flow) {
 	w := startWrapper(t, []string{"--listen", listen, "--selector", "ebpf", "--ready", "notify", "--udp-flows", mode,
-		"--udp-flow-idle", "300ms", "--drain-timeout", "30s", "--max-draining", "8"}, "-udp-tag", "-udp-linger", "1s")
+		"--udp-flow-idle", "2s", "--drain-timeout", "30s", "--max-draining", "8"}, "-udp-tag", "-udp-linger", "1s")
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	for i := range 20 {
@@ -187,5 +188,20 @@ func TestUDPFlowsOffMovesOldFlowsAtTheFlip(t *testing.T) {
 	t.Logf("--udp-flows off: %d of %d answers to the long flows came from a later generation than their first", moved, total)
 	if moved == 0 {
 		t.Error("no answer to an old flow came from a later generation: the control does not show what the flow table prevents")
+	}
+}
+
+// Flows that never go idle move to the new generation at half the drain
+// timeout, under load, and lose no datagram: the old socket leaves the
+// socket map first, and the stop signal (on which the demo server closes
+// its socket at once) comes once its receive queue is empty.
+func TestUDPFlowsMoveUnderLoadLosingNoDatagram(t *testing.T) {
+	w := startWrapper(t, []string{"--listen", "udp://127.0.0.1:0", "--selector", "ebpf", "--ready", "notify", "--drain-timeout", "2s"},
+		"-udp-read-delay", "1ms")
+	l := startLoads(t, nil, []string{w.addr})
+	restartsUnderLoads(t, w, l, 5)
+	l.requireNoLoss(300)
+	if !strings.Contains(w.out.String(), "its UDP flows are still active at half its drain timeout") {
+		t.Error("no generation's flows were moved at half its drain timeout: the test did not move flows under load")
 	}
 }

@@ -63,6 +63,7 @@ func runWrap(e env, args []string) int {
 		log.Warn("eBPF selector not available, using classic BPF: a hung old generation's queued connections are relayed by rpwrap, not migrated by the kernel, and a foreign member of the group takes a share", "reason", bpf.Supported())
 	}
 	log.Info("listening", "addresses", s.Listeners(), "selector", s.Flavour(), "control", cfg.ControlPath)
+	warnFlows(log, s, cfg)
 	if h := s.HealthAddr(); h != "" {
 		log.Info("health server listening: GET /livez, /readyz", "address", h, "stop_delay", cfg.StopDelay)
 	}
@@ -243,4 +244,18 @@ func newLogger(e env, o *options) (*slog.Logger, error) {
 		return slog.New(slog.NewJSONHandler(e.stderr, opts)).With("prog", "rpwrap"), nil
 	}
 	return nil, fmt.Errorf("--log-format %q: want text or json", o.logFormat)
+}
+
+// warnFlows says that UDP flows are not kept when the classic selector
+// serves a UDP listener and --udp-flows asks for them.
+func warnFlows(log *slog.Logger, s *supervisor.Supervisor, cfg supervisor.Config) {
+	if s.Flavour() != bpf.CBPF || cfg.UDPFlows == bpf.FlowsOff {
+		return
+	}
+	for _, l := range s.Listeners() {
+		if l.Network == "udp" {
+			log.Warn("the classic BPF selector keeps no UDP flows: at each flip every datagram goes to the new generation, as with --udp-flows off", "udp_flows", cfg.UDPFlows)
+			return
+		}
+	}
 }

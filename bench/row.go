@@ -144,6 +144,7 @@ func runRow(ctx context.Context, st strategy, sc scenario, ls loadShape, p plan)
 	}
 	bound := p.Steady + time.Duration(p.Restarts+1)*(p.Gap+p.Every+sc.ReadyDelay+warmUpCrash+2*time.Second) + time.Minute +
 		time.Duration(p.MinRequests/500)*time.Second // the load stops by itself even if the bench does not
+	loadStart := time.Now()
 	load, err := loadgen.Start(ctx, loadgen.Config{
 		Target: in.Addr(), Clients: ls.Clients, Rate: ls.Rate, KeepAlive: ls.KeepAlive, Path: ls.Path,
 		Duration: bound, Timeout: requestTimeout,
@@ -172,6 +173,11 @@ func runRow(ctx context.Context, st strategy, sc scenario, ls loadShape, p plan)
 		}
 	}
 	sleepCtx(ctx, p.gap(load, p.Restarts)) // steady state after the last restart
+	// The gaps are sized from the rate so far; when it dropped, top up to
+	// p.MinRequests, within the load's own bound.
+	for deadline := loadStart.Add(bound - 10*time.Second); load.Progress().Sent < p.MinRequests && ctx.Err() == nil && time.Now().Before(deadline); {
+		sleepCtx(ctx, 100*time.Millisecond) // pacing: polling the count
+	}
 	load.Stop()
 	res := load.Wait()
 	if cost != nil {

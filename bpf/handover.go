@@ -57,10 +57,12 @@ func (s *ebpfSelector) objects() []object {
 		{name: "rpwrap_canary", m: &s.canary},
 		{name: "rpwrap_counters", m: &s.counters},
 	}
-	all = append(all, s.flow.objects()...)
-	// A map this selector does not have (no flows, before load) is left out.
-	return slices.DeleteFunc(all, func(o object) bool { return o.m != nil && *o.m == nil })
+	return append(all, s.flow.objects()...)
 }
+
+// absent reports whether o is a map this selector does not have (the flow
+// maps of a TCP group, or before load).
+func (o object) absent() bool { return o.m != nil && *o.m == nil }
 
 func (o object) fd() int {
 	if o.prog != nil {
@@ -96,7 +98,9 @@ func Export(sel Selector) (Handover, error) {
 		}
 		h := Handover{Flavour: EBPF, Active: s.cur, Slots: slotsOf(s.conns), Layout: s.layout, Flows: s.flow.mode}
 		for _, o := range s.objects() {
-			h.Objects = append(h.Objects, Object{Name: o.name, FD: o.fd()})
+			if !o.absent() {
+				h.Objects = append(h.Objects, Object{Name: o.name, FD: o.fd()})
+			}
 		}
 		return h, nil
 	case *cbpfSelector:
@@ -240,7 +244,7 @@ func (s *ebpfSelector) mapFor(spec *ebpf.MapSpec) (*ebpf.Map, error) {
 // ones passed.
 func (s *ebpfSelector) allPreset(byName map[string]int) bool {
 	for _, o := range s.objects() {
-		if o.m != nil && !slices.Contains(s.taken, o.name) {
+		if o.m != nil && !o.absent() && !slices.Contains(s.taken, o.name) {
 			return false
 		}
 	}
@@ -285,7 +289,7 @@ func (s *ebpfSelector) refill(byName map[string]int) error {
 	}
 	for _, o := range s.objects() {
 		fd, ok := byName[o.name]
-		if !ok || o.m == nil || slices.Contains(s.taken, o.name) || (*o.m).Type() == ebpf.ReusePortSockArray {
+		if !ok || o.m == nil || o.absent() || slices.Contains(s.taken, o.name) || (*o.m).Type() == ebpf.ReusePortSockArray {
 			continue
 		}
 		if err := copyMap(*o.m, fd); err != nil {

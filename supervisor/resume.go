@@ -174,7 +174,7 @@ func (s *Supervisor) resumeSockets(st *UpgradeState) error {
 		if err != nil {
 			return fmt.Errorf("take over the health server's socket: %w", err)
 		}
-		s.health = &healthServer{ln: l}
+		s.health = &healthServer{what: "health server", ln: l}
 	}
 	if st.Metrics != nil && *st.Metrics >= 0 {
 		f, err := dupFile(*st.Metrics, "metrics")

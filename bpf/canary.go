@@ -49,16 +49,9 @@ func canaryRoute(sockets, canary int) asm.Instructions {
 		// R4 is what the counts grow by: 1 for a new connection or a
 		// datagram, 0 for a TCP segment other than a SYN (see Counts.Stray).
 		asm.Mov.Imm(asm.R4, 1),
-		asm.LoadMem(asm.R2, asm.R6, mdIPProtocol, asm.Word),
-		asm.JNE.Imm(asm.R2, ipprotoTCP, "canary_split"),
-		asm.LoadMem(asm.R2, asm.R6, mdData, asm.DWord),
-		asm.LoadMem(asm.R3, asm.R6, mdDataEnd, asm.DWord),
-		asm.Mov.Reg(asm.R5, asm.R2),
-		asm.Add.Imm(asm.R5, tcpFlagsOff+1),
-		asm.JGT.Reg(asm.R5, asm.R3, "canary_stray"),
-		asm.LoadMem(asm.R5, asm.R2, tcpFlagsOff, asm.Byte),
-		asm.And.Imm(asm.R5, tcpSYN|tcpACK),
-		asm.JEq.Imm(asm.R5, tcpSYN, "canary_split"),
+	}
+	insns = append(insns, newConnection("canary_new", "canary_split", "canary_stray")...)
+	insns = append(insns,
 		asm.Mov.Imm(asm.R4, 0).WithSymbol("canary_stray"),
 		asm.LoadMem(asm.R2, asm.R0, canaryWeightOff, asm.Word).WithSymbol("canary_split"),
 		asm.JEq.Imm(asm.R2, 0, "active"),
@@ -67,7 +60,7 @@ func canaryRoute(sockets, canary int) asm.Instructions {
 		asm.JGE.Reg(asm.R3, asm.R2, "canary_rest"),
 		asm.AddAtomic.Mem(asm.R0, asm.R4, asm.DWord, canaryHitsOff),
 		asm.LoadMem(asm.R7, asm.R0, canarySlotOff, asm.Word),
-	}
+	)
 	insns = append(insns, selectSlot(sockets, asm.R7, routeCanary)...)
 	return append(insns,
 		asm.Ja.Label("active"),

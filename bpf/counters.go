@@ -169,22 +169,14 @@ func countRoutes(counters int, used map[string]bool) asm.Instructions {
 	if counters < 0 {
 		return insns
 	}
-	return append(insns,
+	insns = append(insns,
 		asm.LoadMem(asm.R2, asm.R6, mdMigratingSk, asm.DWord).WithSymbol("ctr_add"),
 		asm.JEq.Imm(asm.R2, 0, "ctr_tcp"),
 		asm.Mov.Imm(asm.R1, int32(routeMigrate)),
 		asm.Ja.Label("ctr_key"),
-		// TCP: only a SYN without ACK is a new connection.
-		asm.LoadMem(asm.R2, asm.R6, mdIPProtocol, asm.Word).WithSymbol("ctr_tcp"),
-		asm.JNE.Imm(asm.R2, ipprotoTCP, "ctr_key"),
-		asm.LoadMem(asm.R2, asm.R6, mdData, asm.DWord),
-		asm.LoadMem(asm.R3, asm.R6, mdDataEnd, asm.DWord),
-		asm.Mov.Reg(asm.R4, asm.R2),
-		asm.Add.Imm(asm.R4, tcpFlagsOff+1),
-		asm.JGT.Reg(asm.R4, asm.R3, "ctr_stray"),
-		asm.LoadMem(asm.R4, asm.R2, tcpFlagsOff, asm.Byte),
-		asm.And.Imm(asm.R4, tcpSYN|tcpACK),
-		asm.JEq.Imm(asm.R4, tcpSYN, "ctr_key"),
+	)
+	insns = append(insns, newConnection("ctr_tcp", "ctr_key", "ctr_stray")...) // TCP: only a SYN without ACK is a new connection
+	return append(insns,
 		asm.Mov.Imm(asm.R1, int32(routeStray)).WithSymbol("ctr_stray"),
 		asm.LoadMem(asm.R2, asm.RFP, stackSlot, asm.Word).WithSymbol("ctr_key"),
 		asm.Mul.Imm(asm.R2, int32(numRoutes)),
@@ -200,4 +192,23 @@ func countRoutes(counters int, used map[string]bool) asm.Instructions {
 		asm.StoreMem(asm.R0, 0, asm.R1, asm.DWord),
 		asm.Ja.Label("pass"),
 	)
+}
+
+// newConnection, labelled first, jumps to isNew for a datagram or a TCP SYN
+// without ACK, and to stray for any other TCP segment (see Counts.Stray).
+// It uses R2, R3 and R5.
+func newConnection(first, isNew, stray string) asm.Instructions {
+	return asm.Instructions{
+		asm.LoadMem(asm.R2, asm.R6, mdIPProtocol, asm.Word).WithSymbol(first),
+		asm.JNE.Imm(asm.R2, ipprotoTCP, isNew),
+		asm.LoadMem(asm.R2, asm.R6, mdData, asm.DWord),
+		asm.LoadMem(asm.R3, asm.R6, mdDataEnd, asm.DWord),
+		asm.Mov.Reg(asm.R5, asm.R2),
+		asm.Add.Imm(asm.R5, tcpFlagsOff+1),
+		asm.JGT.Reg(asm.R5, asm.R3, stray),
+		asm.LoadMem(asm.R5, asm.R2, tcpFlagsOff, asm.Byte),
+		asm.And.Imm(asm.R5, tcpSYN|tcpACK),
+		asm.JEq.Imm(asm.R5, tcpSYN, isNew),
+		asm.Ja.Label(stray),
+	}
 }

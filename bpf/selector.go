@@ -60,6 +60,20 @@ type Selector interface {
 	// protocol and address, is not listening (TCP) or bound (UDP), lacks
 	// SO_REUSEPORT, is MPTCP, or when MaxSlots are in use (ErrFull).
 	Add(sock syscall.Conn) (Slot, error)
+	// Join runs join, which makes a new socket join the group (TCP:
+	// listen(2); UDP: bind(2)) and returns it, and adds it as Add does, as
+	// one step that no other Join or Leave of the group comes between.
+	// When the socket cannot be added, Join closes it and returns the
+	// error. Use Join rather than Add for sockets that join while the
+	// group serves: the CBPF flavour mirrors the kernel's numbering of the
+	// members, which follows the order in which they join and leave.
+	Join(join func() (Member, error)) (Slot, error)
+	// Leave runs leave, which takes the socket of slot out of the group
+	// (TCP: shutdown(2) of the listener; or the last close of the socket),
+	// and then removes the slot as Remove does, as one step that no other
+	// Join or Leave of the group comes between. When leave fails the slot
+	// stays, and Leave returns the error.
+	Leave(s Slot, leave func() error) error
 	// Activate is the flip: every new connection goes to s from now on.
 	// It fails with ErrUnknownSlot, or with the kernel's error, in which
 	// case the previous slot stays active.

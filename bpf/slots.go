@@ -16,6 +16,7 @@ type slots struct {
 	conns  map[Slot]syscall.Conn
 	cur    Slot
 	closed bool
+	member membership // Join and Leave, one at a time (membership.go)
 }
 
 // usableLocked checks that the selector is open and slot is in use.

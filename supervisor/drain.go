@@ -3,7 +3,6 @@
 package supervisor
 
 import (
-	"slices"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -318,25 +317,6 @@ func (s *Supervisor) killWorkers(g *generation) {
 	if err := g.proc.killGroup(); err != nil {
 		g.log.Warn("kill process group", "err", err)
 	}
-}
-
-// freeSlot frees the selector slot of group i that held the socket inode,
-// once rpwrap's copy is closed. With cBPF the kernel renumbers the group
-// only once the socket's last holder is gone, and a killed worker may still
-// be exiting: re-attaching the program with the new numbers before that
-// would send connections to the closing socket, so it waits, up to 2 s.
-func (s *Supervisor) freeSlot(i int, inode uint64, slot bpf.Slot) error {
-	grp := s.groups[i]
-	if grp.sel.Flavour() == bpf.CBPF && grp.spec.Network == "tcp" {
-		for deadline := time.Now().Add(2 * time.Second); time.Now().Before(deadline); {
-			inodes, err := fdpass.ListeningInodes(grp.spec.Addr.Port())
-			if err != nil || !slices.Contains(inodes, inode) {
-				break
-			}
-			time.Sleep(time.Millisecond) // the kernel gives no event for a socket's last close
-		}
-	}
-	return grp.sel.Remove(slot)
 }
 
 // hasTCP reports whether g has a TCP socket.

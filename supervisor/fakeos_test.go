@@ -224,6 +224,34 @@ func (f *fakeSelector) Add(sock syscall.Conn) (bpf.Slot, error) {
 	return s, err
 }
 
+func (f *fakeSelector) Join(join func() (bpf.Member, error)) (bpf.Slot, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.addErr; err != nil {
+		f.addErr = nil
+		m, jerr := join()
+		if jerr != nil {
+			return 0, jerr
+		}
+		return 0, errors.Join(err, m.Close())
+	}
+	s, err := f.Selector.Join(join)
+	if err == nil {
+		f.live[s] = true
+	}
+	return s, err
+}
+
+func (f *fakeSelector) Leave(s bpf.Slot, leave func() error) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	err := f.Selector.Leave(s, leave)
+	if err == nil {
+		delete(f.live, s)
+	}
+	return err
+}
+
 func (f *fakeSelector) Activate(s bpf.Slot) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()

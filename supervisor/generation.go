@@ -4,12 +4,15 @@ package supervisor
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
 	"strconv"
 	"sync"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/rpwrap/rpwrap/bpf"
 	"github.com/rpwrap/rpwrap/fdpass"
@@ -99,15 +102,22 @@ func (s *Supervisor) newListeners(g *generation) (err error) {
 		}
 	}()
 	for _, grp := range s.groups {
-		l, err := fdpass.Listen(grp.spec, s.cfg.Backlog)
+		var l *fdpass.Listener
+		slot, err := grp.sel.Join(func() (bpf.Member, error) {
+			var err error
+			l, err = fdpass.Listen(grp.spec, s.cfg.Backlog)
+			if err != nil {
+				return nil, fmt.Errorf("open socket for %s: %w", g, err)
+			}
+			return l, nil
+		})
 		if err != nil {
-			return fmt.Errorf("open socket for %s: %w", g, err)
+			if l == nil {
+				return err
+			}
+			return fmt.Errorf("add %s to the selector of %s: %w", grp.spec, g, err) // Join closed it
 		}
 		g.listeners = append(g.listeners, l)
-		slot, err := grp.sel.Add(l)
-		if err != nil {
-			return fmt.Errorf("add %s to the selector of %s: %w", grp.spec, g, err)
-		}
 		g.slots = append(g.slots, slot)
 		if err := routeQUIC(grp, g.n, slot); err != nil {
 			return fmt.Errorf("route the QUIC connection IDs of %s: %w", g, err)
@@ -192,27 +202,48 @@ func (s *Supervisor) spawn(g *generation) (err error) {
 	return nil
 }
 
-// releaseListeners closes rpwrap's copies of g's sockets and frees their
-// slots. Anything still queued on them migrates to the active socket when
-// the selector is eBPF. It returns the first error the selector reported:
-// a slot that could not be freed stays taken.
+// releaseListeners takes g's sockets out of their groups, closes rpwrap's
+// copies and frees their slots. Anything still queued on them migrates to
+// the active socket when the selector is eBPF. It returns the first error
+// met: a slot whose socket could not leave its group stays taken.
 func (s *Supervisor) releaseListeners(g *generation) error {
 	var first error
 	for i, l := range g.listeners {
-		inode := l.Inode()
-		if inode == 0 {
+		if l.Inode() == 0 {
 			continue // closed already
 		}
-		if err := l.Close(); err != nil && first == nil {
-			first = fmt.Errorf("close socket of %s: %w", g, err)
-		}
+		var err error
 		if i < len(g.slots) {
-			s.keepCounts(g, i) // closed: its slot counts nothing more
-
-			if err := s.freeSlot(i, inode, g.slots[i]); err != nil && first == nil {
-				first = fmt.Errorf("free selector slot of %s for %s: %w", g, l.Spec(), err)
-			}
+			err = s.groups[i].sel.Leave(g.slots[i], func() error { return s.leaveGroup(g, i, l) })
+		} else {
+			err = l.Close()
+		}
+		if err != nil && first == nil {
+			first = fmt.Errorf("release socket of %s for %s: %w", g, l.Spec(), err)
 		}
 	}
 	return first
+}
+
+// leaveGroup takes l, g's socket of group i, out of the group, inside the
+// selector's Leave. With the classic selector a TCP socket leaves by
+// shutdown(2), at once, whoever else still holds it, so that the kernel
+// renumbers the group inside Leave and never later at some holder's close;
+// what landed on it since the drain's last relay (a connection the kernel
+// hashed there while another socket was leaving) is relayed first, since
+// shutdown(2) resets what is queued. Every other socket leaves when
+// rpwrap's copy, the last one once g's processes are gone, closes.
+func (s *Supervisor) leaveGroup(g *generation, i int, l *fdpass.Listener) error {
+	if s.groups[i].sel.Flavour() == bpf.CBPF && l.Spec().Network == "tcp" {
+		s.rescueListener(g, i, l)
+		if err := l.Shutdown(); err != nil && !errors.Is(err, unix.ENOTCONN) { // ENOTCONN: not listening, out of the group already
+			return err
+		}
+	}
+	err := l.Close()
+	s.keepCounts(g, i) // closed: its slot counts nothing more
+	if err != nil {
+		g.log.Warn("close socket", "listener", l.Spec(), "err", err) // the descriptor is gone all the same
+	}
+	return nil
 }

@@ -26,29 +26,37 @@ import (
 func (s *Supervisor) rescue(g *generation) int {
 	n := 0
 	for i, l := range g.listeners {
-		if l.Spec().Network != "tcp" {
-			continue
+		n += s.rescueListener(g, i, l)
+	}
+	return n
+}
+
+// rescueListener relays what is queued on l, g's socket of group i, if it
+// is a TCP socket, and returns how many connections it relayed.
+func (s *Supervisor) rescueListener(g *generation, i int, l *fdpass.Listener) int {
+	if l.Spec().Network != "tcp" {
+		return 0
+	}
+	n := 0
+	var target fmt.Stringer
+	for {
+		q, _, err := fdpass.QueueDepth(l)
+		if err != nil || q == 0 {
+			break
 		}
-		var target fmt.Stringer
-		for {
-			q, _, err := fdpass.QueueDepth(l)
-			if err != nil || q == 0 {
-				break
-			}
-			if target == nil { // only when there is something to relay: it costs two sock_diag dumps
-				target = probeTarget(s.groups[i].spec.Addr, s.foreignAddrs(i))
-			}
-			c, err := acceptNow(l)
-			if err != nil {
-				g.log.Warn("rescue queued connection", "err", err)
-				break
-			}
-			s.relays.start(s, c, target)
-			n++
+		if target == nil { // only when there is something to relay: it costs two sock_diag dumps
+			target = probeTarget(s.groups[i].spec.Addr, s.foreignAddrs(i))
 		}
+		c, err := acceptNow(l)
+		if err != nil {
+			g.log.Warn("rescue queued connection", "err", err)
+			break
+		}
+		s.relays.start(s, c, target)
+		n++
 	}
 	if n > 0 {
-		g.log.Info("relayed the connections queued on the hung predecessor to the successor", "connections", n)
+		g.log.Info("relayed the connections queued on its socket to the serving generation", "connections", n)
 	}
 	return n
 }

@@ -22,8 +22,14 @@
 // connection per request, open loop at a fixed rate (a request that falls
 // due while every client is busy is sent late, or counted lost once the
 // timeout has passed, so the open loop's losses are not capped by its
-// clients), and keep-alive connections. -storm restarts rpwrap every
-// 300 ms.
+// clients), and keep-alive connections. Then the UDP rows: every strategy
+// restarts the demo server on a UDP socket (rpwrap with its flow table at
+// the default) under a datagram load, udp-echo (clients each on its own
+// socket, each sending a datagram and waiting up to 1 s for its echo),
+// healthy, crash-after-accept and bad-config; each datagram is counted
+// answered, lost or refused, and the losses per restart (that load marks
+// no restart windows). -udp runs the UDP rows only. -storm restarts
+// rpwrap every 300 ms.
 //
 // It writes a table on stdout, results.json and one SVG timeline per
 // strategy into -out, each with the command, kernel, CPU and date. It

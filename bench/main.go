@@ -35,17 +35,21 @@ type options struct {
 	headline bool
 	storm    bool
 	servers  bool
+	udp      bool
 }
 
 const usageText = `Usage: go run ./bench [-quick | -soak | -servers [-quick]] [-out DIR] [-rpwrap PATH] [-wrk=false] [-only STRATEGY]
-                    [-headline] [-storm] [-restarts N] [-requests N]
+                    [-headline] [-storm] [-udp] [-restarts N] [-requests N]
 
 Restarts the demo server under load with each strategy (stop-start,
 reuseport-overlap, shared-socket, rpwrap-cbpf, rpwrap-ebpf) in each
 scenario (healthy, stuck, slow-start, crash-after-accept, bad-config,
-long-lived) and load shape (closed, open, keepalive), and prints a table;
-writes results.json and one SVG timeline per strategy into DIR. Needs
-root. -quick: a smoke run in under a minute. -storm: rpwrap (eBPF, cBPF)
+long-lived) and load shape (closed, open, keepalive), then on a UDP
+socket under a datagram echo load (udp-echo; healthy, crash-after-accept,
+bad-config), and prints a table; writes results.json and one SVG timeline
+per strategy into DIR (TCP rows). Needs root. -quick: a smoke run in
+under a minute. -udp: the UDP rows only (-restarts per row, default 5;
+with -quick, healthy only). -storm: rpwrap (eBPF, cBPF)
 restarted every 300 ms under load, -restarts times (default 1000).
 -soak: 1,000 restarts of rpwrap under load, its fd count, RSS and BPF
 objects at start and end.
@@ -72,6 +76,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.BoolVar(&o.headline, "headline", false, "run the headline rows only (rpwrap, healthy and stuck, closed loop)")
 	fs.BoolVar(&o.storm, "storm", false, "the storm rows only: rpwrap (eBPF, cBPF), healthy, closed loop, a restart every 300 ms, -restarts times (default 1000)")
 	fs.BoolVar(&o.servers, "servers", false, "restart Debian's Apache, nginx and HAProxy with their own mechanisms and with rpwrap; writes into DIR/servers (-restarts per row, default 20)")
+	fs.BoolVar(&o.udp, "udp", false, "the UDP rows only: every strategy on a UDP socket under the datagram echo load, healthy, crash-after-accept and bad-config (-restarts per row, default 5)")
 	fs.StringVar(&o.only, "only", "", "run only the strategy `NAME`")
 	if err := fs.Parse(args); err != nil {
 		return 2
@@ -94,6 +99,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	if o.storm && !restartsSet(fs) {
 		o.restarts = 1000
+	}
+	if o.udp && !restartsSet(fs) {
+		o.restarts = 5
 	}
 	if o.servers {
 		if !restartsSet(fs) {

@@ -37,10 +37,22 @@ var loads = []loadShape{
 	{Name: "keepalive", Clients: 8, KeepAlive: true},
 }
 
-func strategies(bin string) []strategy {
+// udpEcho is the datagram load (loadgen.StartUDP): clients each on its own
+// socket, each sending one datagram and waiting for its echo before the
+// next, to a UDP server.
+var udpEcho = loadShape{Name: "udp-echo", Clients: 8, UDP: true}
+
+// udpTimeout is how long a datagram of the UDP rows waits for its echo
+// before it counts as lost: a loopback echo takes well under a
+// millisecond, and each lost datagram idles its client this long.
+const udpTimeout = time.Second
+
+// strategies are the demo-server strategies, on a TCP listener or, with
+// udp, a UDP socket.
+func strategies(bin string, udp bool) []strategy {
 	return []strategy{
-		plain{bin: bin}, plain{bin: bin, method: reuseportOverlap}, plain{bin: bin, method: sharedSocket},
-		wrapped{bin: bin, selector: "cbpf"}, wrapped{bin: bin, selector: "ebpf"},
+		plain{bin: bin, udp: udp}, plain{bin: bin, method: reuseportOverlap, udp: udp}, plain{bin: bin, method: sharedSocket, udp: udp},
+		wrapped{bin: bin, selector: "cbpf", udp: udp}, wrapped{bin: bin, selector: "ebpf", udp: udp},
 	}
 }
 
@@ -53,30 +65,40 @@ type cell struct {
 }
 
 // cells are the rows of a run: every strategy in every scenario under
-// the closed loop; open loop in healthy and stuck; keep-alive in healthy.
+// the closed loop; open loop in healthy and stuck; keep-alive in healthy;
+// then the UDP rows (udp-echo), every strategy on a UDP socket, in the
+// scenarios skip keeps. -udp runs the UDP rows only.
 func cells(bin string, o options) []cell {
 	if o.storm {
 		return stormCells(bin, o)
 	}
 	var cs []cell
 	quick, only := o.quick, o.only
-	for _, st := range strategies(bin) {
-		if only != "" && st.Name() != only {
+	for _, udp := range []bool{false, true} {
+		if o.udp && !udp {
 			continue
 		}
-		for _, sc := range scenarios {
-			for _, ls := range loadsFor(sc) {
-				if skip(sc, ls, quick) || o.headline && !isHeadline(st, sc, ls) {
-					continue
+		for _, st := range strategies(bin, udp) {
+			if only != "" && st.Name() != only {
+				continue
+			}
+			for _, sc := range scenarios {
+				for _, ls := range loadsFor(sc, udp) {
+					if skip(sc, ls, quick) || o.headline && !isHeadline(st, sc, ls) {
+						continue
+					}
+					if quick && sc.ReadyDelay > 0 {
+						sc.ReadyDelay = quickReadyDelay
+					}
+					p := planFor(st, sc, ls, quick, o.restarts)
+					if isHeadline(st, sc, ls) && !quick {
+						p.MinRequests = o.requests
+					}
+					if o.udp && !quick {
+						p.Restarts = o.restarts
+					}
+					cs = append(cs, cell{st: st, sc: sc, ls: ls, p: p})
 				}
-				if quick && sc.ReadyDelay > 0 {
-					sc.ReadyDelay = quickReadyDelay
-				}
-				p := planFor(st, sc, ls, quick, o.restarts)
-				if isHeadline(st, sc, ls) && !quick {
-					p.MinRequests = o.requests
-				}
-				cs = append(cs, cell{st: st, sc: sc, ls: ls, p: p})
 			}
 		}
 	}
@@ -93,8 +115,12 @@ const quickReadyDelay = 500 * time.Millisecond
 var longLivedLoad = loadShape{Name: "keepalive-slow", Clients: 16, KeepAlive: true,
 	Path: fmt.Sprintf("/slow?ms=%d", longLivedRequest.Milliseconds())}
 
-// loadsFor are the load shapes a scenario runs under.
-func loadsFor(sc scenario) []loadShape {
+// loadsFor are the load shapes a scenario runs under: on a TCP listener,
+// or the datagram load on a UDP socket.
+func loadsFor(sc scenario, udp bool) []loadShape {
+	if udp {
+		return []loadShape{udpEcho}
+	}
 	if sc.LongLived {
 		return []loadShape{longLivedLoad}
 	}
@@ -109,8 +135,21 @@ func loadsFor(sc scenario) []loadShape {
 // connection reaches cannot show anything to keep-alive clients. The
 // long-lived scenario has a load of its own. The quick run keeps the
 // closed loop (and the long-lived load) only.
+//
+// The UDP rows run healthy, crash-after-accept (the successor echoes from
+// the moment it has its socket, never becomes ready, and crashes) and
+// bad-config; the quick run keeps healthy only. They leave out stuck, as
+// the demo server's hang is defined by its TCP accept queue (it stops
+// accepting, answers what it accepted, then stops itself) and with no TCP
+// listener it would be a plain SIGSTOP; slow-start, as a datagram waits
+// for a starting server in its socket's queue just as a connection waits
+// in the accept queue, which the TCP rows show; and long-lived, as a
+// datagram load has no connection that outlives a restart (each client's
+// flow lasts the whole row in every scenario).
 func skip(sc scenario, ls loadShape, quick bool) bool {
 	switch {
+	case ls.UDP:
+		return quick && sc.Name != "healthy" || sc.Stuck || sc.ReadyDelay > 0 || sc.LongLived
 	case ls.Name == "closed", sc.LongLived:
 		return false
 	case quick, sc.ReadyDelay > 0:
@@ -163,10 +202,10 @@ func runMatrix(ctx context.Context, bin string, m machine, o options, stdout, st
 			r.Strategy, r.Scenario, r.Load, r.Restarts, r.Sent, r.Failed, time.Since(start).Round(100*time.Millisecond))
 		rep.Rows = append(rep.Rows, r)
 	}
-	if ctx.Err() == nil && o.only == "" && !o.headline && !o.storm {
+	if ctx.Err() == nil && o.only == "" && !o.headline && !o.storm && !o.udp {
 		rep.Ratio = measureRatios(ctx, bin, o.quick, stderr)
 	}
-	if ctx.Err() == nil && o.wrk && !o.quick && o.only == "" && !o.headline && !o.storm {
+	if ctx.Err() == nil && o.wrk && !o.quick && o.only == "" && !o.headline && !o.storm && !o.udp {
 		rep.Wrk = runWrkRows(ctx, bin, o.quick, stderr)
 	}
 	printReport(stdout, rep)
@@ -206,6 +245,10 @@ func mode(o options) string {
 		return "storm"
 	case o.headline:
 		return "headline"
+	case o.udp && o.quick:
+		return "udp quick"
+	case o.udp:
+		return "udp"
 	case o.quick:
 		return "quick"
 	}

@@ -20,6 +20,7 @@ import (
 type plain struct {
 	bin    string // the rpwrap binary, for serve-demo
 	method method
+	udp    bool // a UDP socket (the demo server echoes on it) instead of a TCP listener
 }
 
 // method is how a plain restart replaces the server.
@@ -32,14 +33,18 @@ const (
 	// reuseportOverlap: the new process binds its own SO_REUSEPORT socket
 	// (-bind -reuseport) in the same group and is ready before the old one
 	// gets SIGTERM; no selector, so the kernel hashes new connections over
-	// both sockets. The first generation gets the bench's socket.
+	// both sockets. The first generation gets the bench's socket. On UDP
+	// the successor binds its own SO_REUSEPORT UDP socket (-bind
+	// udp://ADDR) and the kernel hashes each client's flow over both; the
+	// old one's queue goes with its socket.
 	reuseportOverlap
 	// sharedSocket: one listening socket, created once and kept by the
 	// bench (as systemd keeps a socket unit's, einhorn or tableflip keep
 	// theirs, HAProxy -x fetches it, nginx's binary upgrade inherits it),
 	// is passed to every generation; the new one is started while the old
 	// one still accepts from the same queue, and the old one gets SIGTERM
-	// once the new one is ready.
+	// once the new one is ready. On UDP both read the one socket's queue
+	// meanwhile.
 	sharedSocket
 )
 
@@ -68,8 +73,16 @@ const backlog = 4096 // rpwrap's default, so that every strategy has the same qu
 // well before it.
 const readyTimeout = 30 * time.Second
 
+// listenSpec is the socket a strategy serves on: TCP (HTTP) or UDP (echo).
+func listenSpec(udp bool) string {
+	if udp {
+		return "udp://127.0.0.1:0"
+	}
+	return "http=127.0.0.1:0"
+}
+
 func (p plain) Start(ctx context.Context, sc scenario) (instance, error) {
-	spec, err := fdpass.ParseSpec("http=127.0.0.1:0")
+	spec, err := fdpass.ParseSpec(listenSpec(p.udp))
 	if err != nil {
 		return nil, err
 	}
@@ -116,6 +129,9 @@ func (in *plainInstance) start(ctx context.Context, args []string) (*server, err
 		// activation does: one that fails before it binds leaves nothing
 		// in the group.
 		own := append(slices.Clone(args), "-bind", in.spec.Addr.String(), "-reuseport", "-listen-backlog", strconv.Itoa(backlog))
+		if in.p.udp {
+			own = append(slices.Clone(args), "-bind", "udp://"+in.spec.Addr.String(), "-reuseport")
+		}
 		return startOn(ctx, in.p.bin, own, nil, in.dir, readyTimeout)
 	}
 	l, err := fdpass.Listen(in.spec, backlog)

@@ -21,19 +21,24 @@ func printMachine(w io.Writer, m machine) {
 func printReport(w io.Writer, rep report) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	printSummary(w, tw, rep.Rows)
-	fmt.Fprintln(w, "\nRequests (every request sent, or due in the open loop, has exactly one outcome)")
+	printUDP(w, tw, rep.Rows)
+	fmt.Fprintln(w, "\nRequests (every request sent, or due in the open loop, has exactly one outcome; udp-echo: datagrams, timeout = lost)")
 	fmt.Fprintln(tw, "strategy\tscenario\tload\trestarts\tsent\tok\tfailed\tper restart\trefused\treset\ttimeout\tshort read\tclosed idle\tunsent\tother\t")
 	for _, r := range rep.Rows {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%d\t%d\t%.2f\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t\n", r.Strategy, r.Scenario, r.Load, r.Restarts,
 			r.Sent, r.OK, r.Failed, r.perRestart(r.Failed), r.Refused, r.Reset, r.Timeout, r.ShortRead, r.Closed, r.Unsent, r.BadStatus+r.Other)
 	}
 	tw.Flush()
-	fmt.Fprintln(w, "\nLatency of successful requests, steady state | inside restart windows (p50 p99 p99.9 max)")
+	fmt.Fprintln(w, "\nLatency of successful requests, steady state | inside restart windows (p50 p99 p99.9 max; udp-echo: every echo on the left)")
 	fmt.Fprintln(tw, "strategy\tscenario\tload\tp50\tp99\tp99.9\tmax\t|\tp50\tp99\tp99.9\tmax\tp99 ratio\t")
 	for _, r := range rep.Rows {
 		s, in := r.Steady, r.InWindows
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t|\t%s\t%s\t%s\t%s\t%.2f\t\n", r.Strategy, r.Scenario, r.Load,
-			ms(s.P50), ms(s.P99), ms(s.P999), ms(s.Max), ms(in.P50), ms(in.P99), ms(in.P999), ms(in.Max), float64(in.P99)/float64(max(s.P99, 1)))
+		inside := fmt.Sprintf("%s\t%s\t%s\t%s\t%.2f", ms(in.P50), ms(in.P99), ms(in.P999), ms(in.Max), r.p99Ratio())
+		if r.NoWindows {
+			inside = "-\t-\t-\t-\t-"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t|\t%s\t\n", r.Strategy, r.Scenario, r.Load,
+			ms(s.P50), ms(s.P99), ms(s.P999), ms(s.Max), inside)
 	}
 	tw.Flush()
 	fmt.Fprintln(w, "\nRestarts: medians (max) of cycle, trigger to flip, rpwrap's overhead, flip, drain; rpwrap's RSS and CPU")
@@ -107,9 +112,35 @@ func printSummary(w io.Writer, tw *tabwriter.Writer, rows []row) {
 	fmt.Fprintln(w, "\nPer restart: failed requests (all | started inside restart windows), p99 in windows / steady p99, restart duration median (max), restarts that failed")
 	fmt.Fprintln(tw, "strategy\tscenario\tload\trestarts\tfailed/restart\tin windows/restart\tp99 ratio\trestart\tfailed restarts\trpwrap clock\t")
 	for _, r := range rows {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%.2f\t%.2f\t%.2f\t%s (%s)\t%d\t%s\t\n", r.Strategy, r.Scenario, r.Load, r.Restarts,
-			r.perRestart(r.Failed), r.perRestart(r.FailedInWindows), r.p99Ratio(), ms(r.Cycle.Median), ms(r.Cycle.Max),
+		inWindows, ratio := fmt.Sprintf("%.2f", r.perRestart(r.FailedInWindows)), fmt.Sprintf("%.2f", r.p99Ratio())
+		if r.NoWindows {
+			inWindows, ratio = "-", "-"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%.2f\t%s\t%s\t%s (%s)\t%d\t%s\t\n", r.Strategy, r.Scenario, r.Load, r.Restarts,
+			r.perRestart(r.Failed), inWindows, ratio, ms(r.Cycle.Median), ms(r.Cycle.Max),
 			len(r.RestartErrors), r.clockVerdict())
+	}
+	tw.Flush()
+}
+
+// printUDP is the UDP rows' own table, when there are any: datagrams
+// sent, echoed, lost (no echo within udpTimeout), refused (ICMP port
+// unreachable), lost+refused per restart, and echoes that came after
+// their datagram was counted lost. The datagram load marks no restart
+// windows: its losses are counted per restart only.
+func printUDP(w io.Writer, tw *tabwriter.Writer, rows []row) {
+	header := false
+	for _, r := range rows {
+		if r.Load != udpEcho.Name {
+			continue
+		}
+		if !header {
+			fmt.Fprintf(w, "\nUDP rows (%s: every datagram sent has one outcome; a datagram with no echo within %s is lost)\n", udpEcho.Name, udpTimeout)
+			fmt.Fprintln(tw, "strategy\tscenario\trestarts\tsent\tanswered\tlost\trefused\tfailed/restart\tlate echoes\tp99\tmax\t")
+			header = true
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%d\t%d\t%.2f\t%d\t%s\t%s\t\n", r.Strategy, r.Scenario, r.Restarts, r.Sent, r.OK,
+			r.Timeout, r.Refused, r.perRestart(r.Failed), r.Late, ms(r.Steady.P99), ms(r.Steady.Max))
 	}
 	tw.Flush()
 }

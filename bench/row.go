@@ -19,6 +19,7 @@ type loadShape struct {
 	Rate      float64 // > 0: open loop at this many requests/s
 	KeepAlive bool
 	Path      string // "": /
+	UDP       bool   // datagrams to a UDP echo (loadgen.StartUDP); Rate, KeepAlive and Path do not apply
 }
 
 // plan is how long a row runs and how many restarts it does.
@@ -37,7 +38,7 @@ type plan struct {
 
 // gap is the pause before restart done+1 (or after the last): p.Gap, or
 // longer to spread the restarts over p.MinRequests at the rate so far.
-func (p plan) gap(load *loadgen.Load, done int) time.Duration {
+func (p plan) gap(load running, done int) time.Duration {
 	pr := load.Progress()
 	left := p.MinRequests - pr.Sent
 	if left <= 0 || pr.Sent == 0 {
@@ -69,8 +70,13 @@ type row struct {
 	BadStatus int64 `json:"bad_status"`
 	Other     int64 `json:"other"`
 	Unsent    int64 `json:"unsent"` // open loop: due, but no client could send it within the timeout
+	// Late: UDP rows, echoes that came back after their datagram was
+	// counted lost (in timeout). A UDP row's sent are datagrams, ok those
+	// echoed, timeout those lost (no echo within udpTimeout), refused
+	// those refused by ICMP port unreachable; failed = timeout + refused.
+	Late int64 `json:"udp_late,omitempty"`
 
-	FailedInWindows int64           `json:"failed_in_windows"`
+	FailedInWindows int64           `json:"failed_in_windows"` // 0 for UDP rows, which have no windows (see NoWindows)
 	Steady          loadgen.Summary `json:"latency_steady"`
 	InWindows       loadgen.Summary `json:"latency_in_windows"`
 	Elapsed         time.Duration   `json:"elapsed_ns"`
@@ -93,6 +99,51 @@ type row struct {
 	Timeline []tick           `json:"timeline"`
 	Windows  []loadgen.Window `json:"windows"`
 	Bucket   time.Duration    `json:"bucket_ns"`
+	// NoWindows: the load (the UDP rows') records no timeline or restart
+	// windows, so nothing is counted inside windows and the latency is
+	// all in latency_steady.
+	NoWindows bool `json:"no_windows,omitempty"`
+}
+
+// running is a load in progress: the HTTP load (loadgen.Load) or the
+// datagram load (udpRun).
+type running interface {
+	Progress() loadgen.Progress
+	Window(label string) func() loadgen.Window
+	Stop()
+}
+
+// udpRun is the datagram load as a running load. loadgen.UDPLoad keeps no
+// timeline and no per-datagram times, so its restart windows mark
+// nothing: a UDP row counts its losses per restart only.
+type udpRun struct{ *loadgen.UDPLoad }
+
+func (udpRun) Window(string) func() loadgen.Window {
+	return func() loadgen.Window { return loadgen.Window{} }
+}
+
+// startLoad starts ls against target, bounded by bound, and returns it
+// with the function that waits for its end and fills r.
+func startLoad(ctx context.Context, ls loadShape, target string, bound time.Duration) (running, func(r *row, ts []timings), error) {
+	if ls.UDP {
+		l, err := loadgen.StartUDP(ctx, loadgen.UDPConfig{Target: target, Clients: ls.Clients, Duration: bound, Timeout: udpTimeout})
+		if err != nil {
+			return nil, nil, err
+		}
+		start := time.Now()
+		return udpRun{l}, func(r *row, ts []timings) {
+			res := l.Wait()
+			r.fillUDP(res, time.Since(start), ts)
+		}, nil
+	}
+	l, err := loadgen.Start(ctx, loadgen.Config{
+		Target: target, Clients: ls.Clients, Rate: ls.Rate, KeepAlive: ls.KeepAlive, Path: ls.Path,
+		Duration: bound, Timeout: requestTimeout,
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	return l, func(r *row, ts []timings) { r.fill(l.Wait(), ts) }, nil
 }
 
 // tick is one timeline bucket: requests started in it that succeeded and
@@ -145,10 +196,7 @@ func runRow(ctx context.Context, st strategy, sc scenario, ls loadShape, p plan)
 	bound := p.Steady + time.Duration(p.Restarts+1)*(p.Gap+p.Every+sc.ReadyDelay+warmUpCrash+2*time.Second) + time.Minute +
 		time.Duration(p.MinRequests/500)*time.Second // the load stops by itself even if the bench does not
 	loadStart := time.Now()
-	load, err := loadgen.Start(ctx, loadgen.Config{
-		Target: in.Addr(), Clients: ls.Clients, Rate: ls.Rate, KeepAlive: ls.KeepAlive, Path: ls.Path,
-		Duration: bound, Timeout: requestTimeout,
-	})
+	load, finish, err := startLoad(ctx, ls, in.Addr(), bound)
 	if err != nil {
 		return r, err
 	}
@@ -179,7 +227,7 @@ func runRow(ctx context.Context, st strategy, sc scenario, ls loadShape, p plan)
 		sleepCtx(ctx, 100*time.Millisecond) // pacing: polling the count
 	}
 	load.Stop()
-	res := load.Wait()
+	finish(&r, ts)
 	if cost != nil {
 		if u, err := readUsage(in.WrapperPid()); err == nil {
 			cost.End = u
@@ -188,13 +236,12 @@ func runRow(ctx context.Context, st strategy, sc scenario, ls loadShape, p plan)
 		}
 		r.Wrapper = cost
 	}
-	r.fill(res, ts)
 	return r, nil
 }
 
 // restartOnce is one restart inside a window of the load: the hang first
 // in the stuck scenario, then the strategy's restart.
-func restartOnce(ctx context.Context, in instance, sc scenario, load *loadgen.Load, i int) (timings, error) {
+func restartOnce(ctx context.Context, in instance, sc scenario, load running, i int) (timings, error) {
 	end := load.Window(fmt.Sprintf("restart %d", i+1))
 	defer end()
 	if sc.Stuck {
@@ -217,7 +264,6 @@ func sampleRSS(c *wrapperCost, pid int) {
 
 // fill copies the load's counts and the restarts' timings into r.
 func (r *row) fill(res loadgen.Result, ts []timings) {
-	r.Restarts = len(ts)
 	r.Sent, r.OK, r.Failed = res.Sent, res.OK, res.Failed()
 	r.Refused, r.Reset, r.Timeout, r.ShortRead = res.Refused, res.Reset, res.Timeout, res.ShortRead
 	r.Closed, r.BadStatus, r.Other, r.Unsent = res.Closed, res.BadStatus, res.Other, res.Unsent
@@ -228,6 +274,22 @@ func (r *row) fill(res loadgen.Result, ts []timings) {
 	for _, b := range res.Timeline {
 		r.Timeline = append(r.Timeline, tick{OK: b.OK, Failed: b.Failed})
 	}
+	r.fillTimings(ts)
+}
+
+// fillUDP copies the datagram load's counts, and the restarts' timings,
+// into r: lost datagrams in Timeout, the latency of every echo in Steady.
+func (r *row) fillUDP(res loadgen.UDPResult, elapsed time.Duration, ts []timings) {
+	r.Sent, r.OK, r.Failed = res.Sent, res.Answered, res.Failed()
+	r.Timeout, r.Refused, r.Late = res.Lost, res.Refused, res.Late
+	r.Steady = res.Latency.Summary()
+	r.Elapsed, r.Errors, r.NoWindows = elapsed, res.Errors, true
+	r.fillTimings(ts)
+}
+
+// fillTimings copies the restarts' timings into r.
+func (r *row) fillTimings(ts []timings) {
+	r.Restarts = len(ts)
 	pick := func(f func(timings) time.Duration) spread {
 		var ds []time.Duration
 		for _, t := range ts {

@@ -48,7 +48,7 @@ func startOn(ctx context.Context, bin string, args []string, l *fdpass.Listener,
 	argv := append([]string{"rpwrap", "serve-demo"}, args...)
 	cmd := &exec.Cmd{Path: bin, Args: argv, Env: base} // l == nil: the server binds its own socket (-bind)
 	if l != nil {
-		path, argv, env := fdpass.ShimCommand(bin, argv, base, []string{"http"}, fdpass.ListenFDs)
+		path, argv, env := fdpass.ShimCommand(bin, argv, base, []string{l.Spec().Name}, fdpass.ListenFDs)
 		cmd = &exec.Cmd{Path: path, Args: argv, Env: env, ExtraFiles: []*os.File{l.File()}}
 	}
 	if err := cmd.Start(); err != nil {

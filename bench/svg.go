@@ -23,7 +23,8 @@ const (
 )
 
 // writeSVGs writes timeline-STRATEGY.svg for every strategy and
-// compare-SCENARIO.svg (closed loop, every strategy) for every scenario.
+// compare-SCENARIO.svg (closed loop, every strategy) for every scenario,
+// of the rows that have a timeline (not the UDP rows).
 func writeSVGs(dir string, rep report) error {
 	groups := map[string][]row{}
 	var names []string
@@ -34,6 +35,9 @@ func writeSVGs(dir string, rep report) error {
 		groups[name] = append(groups[name], r)
 	}
 	for _, r := range rep.Rows {
+		if r.NoWindows {
+			continue // the UDP rows: their load records no timeline to draw
+		}
 		add("timeline-"+r.Strategy, r)
 		if r.Load == "closed" {
 			add("compare-"+r.Scenario, r)

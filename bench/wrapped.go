@@ -25,6 +25,7 @@ type wrapped struct {
 	// draining (ctl restart without --wait), so the next one can follow
 	// while it drains: the storm.
 	atFlip bool
+	udp    bool // --listen udp://, the flow table at its default
 }
 
 func (w wrapped) Name() string { return "rpwrap-" + w.selector }
@@ -54,7 +55,7 @@ func (w wrapped) Start(ctx context.Context, sc scenario) (instance, error) {
 		os.RemoveAll(dir)
 		return nil, err
 	}
-	args := []string{"--listen", "http=127.0.0.1:0", "--selector", w.selector, "--ready", "notify",
+	args := []string{"--listen", listenSpec(w.udp), "--selector", w.selector, "--ready", "notify",
 		"--drain-timeout", sc.grace().String(), "--drain-stall", "200ms",
 		"--log-level", "error", "--", "/bin/sh", "-c", `exec "$0" serve-demo $(cat "$1")`, w.bin, flagsFile}
 	in, err := startRpwrap(ctx, w.bin, dir, args, nil)

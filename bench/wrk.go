@@ -43,7 +43,7 @@ func runWrkRows(ctx context.Context, bin string, quick bool, stderr io.Writer) [
 		d, restarts = 2*time.Second, 2
 	}
 	var rows []wrkRow
-	for _, st := range strategies(bin) {
+	for _, st := range strategies(bin, false) {
 		for _, sc := range scenarios[:2] {
 			r := wrkRun(ctx, path, st, sc, d, restarts)
 			fmt.Fprintf(stderr, "bench: wrk %-17s %-8s %d requests, socket errors connect %d read %d write %d timeout %d, non-2xx %d\n",

@@ -22,10 +22,11 @@ func TestMain(m *testing.M) {
 }
 
 // The quick run, as `go run ./bench -quick` does it, every strategy in
-// every scenario: the bench counts every request exactly once; it sees the
-// failures of a naive stop-start with a stuck predecessor and of a shared
-// socket whose successor accepts and crashes (the controls: the bench can
-// fail), and none through rpwrap with either selector; every restart to a
+// every scenario, and on a UDP socket healthy: the bench counts every
+// request and datagram exactly once; it sees the failures of a naive
+// stop-start with a stuck predecessor, of a shared socket whose successor
+// accepts and crashes, and of stop-start on UDP (the controls: the bench
+// can fail), and none through rpwrap with either selector; every restart to a
 // faulty successor fails; rpwrap's timings fit the bench's clock; its
 // outputs are written and readable.
 func TestQuickRunCountsEveryRequestAndRpwrapLosesNone(t *testing.T) {
@@ -59,6 +60,9 @@ func TestQuickRunCountsEveryRequestAndRpwrapLosesNone(t *testing.T) {
 	failed := map[string]int64{}
 	for _, r := range rep.Rows {
 		name := r.Strategy + " " + r.Scenario
+		if r.Load == udpEcho.Name {
+			name += " " + r.Load
+		}
 		failed[name] = r.Failed
 		if r.Sent != r.OK+r.Failed || r.Failed != r.Refused+r.Reset+r.Timeout+r.ShortRead+r.Closed+r.BadStatus+r.Other+r.Unsent {
 			t.Errorf("%s: sent %d != ok %d + failed %d by kind", name, r.Sent, r.OK, r.Failed)
@@ -83,9 +87,14 @@ func TestQuickRunCountsEveryRequestAndRpwrapLosesNone(t *testing.T) {
 			}
 		}
 	}
-	for _, control := range []string{"stop-start stuck", "shared-socket crash-after-accept"} {
+	for _, control := range []string{"stop-start stuck", "shared-socket crash-after-accept", "stop-start healthy udp-echo"} {
 		if failed[control] == 0 {
 			t.Errorf("%s: 0 failed; want some (the control)", control)
+		}
+	}
+	for _, st := range strategies(bin, true) {
+		if _, ok := failed[st.Name()+" healthy "+udpEcho.Name]; !ok {
+			t.Errorf("no %s healthy %s row in the quick run", st.Name(), udpEcho.Name)
 		}
 	}
 	for _, name := range []string{"timeline-stop-start.svg", "timeline-shared-socket.svg", "timeline-rpwrap-ebpf.svg", "compare-crash-after-accept.svg"} {

@@ -35,8 +35,8 @@ const (
 	// gets SIGTERM; no selector, so the kernel hashes new connections over
 	// both sockets. The first generation gets the bench's socket. On UDP
 	// the successor binds its own SO_REUSEPORT UDP socket (-bind
-	// udp://ADDR) and the kernel hashes each client's flow over both; the
-	// old one's queue goes with its socket.
+	// udp://ADDR) and the kernel hashes each client's flow over both; what
+	// is queued on the old socket when the old server closes it is lost.
 	reuseportOverlap
 	// sharedSocket: one listening socket, created once and kept by the
 	// bench (as systemd keeps a socket unit's, einhorn or tableflip keep

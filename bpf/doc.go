@@ -78,11 +78,17 @@
 //	sel, err := bpf.New(old.(syscall.Conn), bpf.Auto)
 //	if err != nil { ... }
 //	log.Printf("reuseport selector: %s", sel.Flavour())
-//	next, _ := lc.Listen(ctx, "tcp4", "127.0.0.1:8080")
-//	slot, err := sel.Add(next.(syscall.Conn))
+//	var next *net.TCPListener
+//	slot, err := sel.Join(func() (bpf.Member, error) { // joining and its record in one step
+//		l, err := lc.Listen(ctx, "tcp4", "127.0.0.1:8080")
+//		if err != nil {
+//			return nil, err
+//		}
+//		next = l.(*net.TCPListener)
+//		return next, nil
+//	})
 //	err = sel.SetProbe(probePort, slot) // readiness check reaches next only
 //	err = sel.Activate(slot)            // the flip
 //	// drain old's accept queue (cBPF), then:
-//	old.Close()
-//	err = sel.Remove(0)
+//	err = sel.Leave(0, func() error { return old.Close() })
 package bpf

@@ -72,7 +72,10 @@ type Selector interface {
 	// (TCP: shutdown(2) of the listener; or the last close of the socket),
 	// and then removes the slot as Remove does, as one step that no other
 	// Join or Leave of the group comes between. When leave fails the slot
-	// stays, and Leave returns the error.
+	// stays, and Leave returns the error. A close that is not the socket's
+	// last (another process still holds it) leaves it in the group: with
+	// CBPF, take a TCP socket out with shutdown(2); a UDP socket leaves
+	// only with its last holder.
 	Leave(s Slot, leave func() error) error
 	// Activate is the flip: every new connection goes to s from now on.
 	// It fails with ErrUnknownSlot, or with the kernel's error, in which

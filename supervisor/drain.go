@@ -45,7 +45,7 @@ const (
 // handed over.
 func (s *Supervisor) drain(old *generation, tf, deadline time.Time, rec *RestartResult) {
 	handed := false
-	if s.cfg.ShutdownAtFlip {
+	if s.cfg.ShutdownAtFlip { // eBPF only (New)
 		s.shutdownListeners(old)
 	}
 	if s.pause(old, s.cfg.DrainDelay) && s.holdFlows(old, tf, deadline) && !s.waitQueuesEmpty(old, deadline) {

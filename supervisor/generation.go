@@ -205,7 +205,7 @@ func (s *Supervisor) spawn(g *generation) (err error) {
 // releaseListeners takes g's sockets out of their groups, closes rpwrap's
 // copies and frees their slots. Anything still queued on them migrates to
 // the active socket when the selector is eBPF. It returns the first error
-// met: a slot whose socket could not leave its group stays taken.
+// met: a slot whose socket may not have left its group stays taken.
 func (s *Supervisor) releaseListeners(g *generation) error {
 	var first error
 	for i, l := range g.listeners {
@@ -230,20 +230,26 @@ func (s *Supervisor) releaseListeners(g *generation) error {
 // shutdown(2), at once, whoever else still holds it, so that the kernel
 // renumbers the group inside Leave and never later at some holder's close;
 // what landed on it since the drain's last relay (a connection the kernel
-// hashed there while another socket was leaving) is relayed first, since
-// shutdown(2) resets what is queued. Every other socket leaves when
-// rpwrap's copy, the last one once g's processes are gone, closes.
+// hashed there while another socket was leaving) is relayed first, unless
+// it is the active socket (rpwrap stopping), since shutdown(2) resets what
+// is queued. Every other socket leaves when rpwrap's copy, the last one once
+// g's processes are gone, closes. rpwrap's copy is closed in every case; an
+// error means the socket may still be in the group, and its slot stays.
 func (s *Supervisor) leaveGroup(g *generation, i int, l *fdpass.Listener) error {
-	if s.groups[i].sel.Flavour() == bpf.CBPF && l.Spec().Network == "tcp" {
-		s.rescueListener(g, i, l)
-		if err := l.Shutdown(); err != nil && !errors.Is(err, unix.ENOTCONN) { // ENOTCONN: not listening, out of the group already
-			return err
+	var err error
+	if sel := s.groups[i].sel; sel.Flavour() == bpf.CBPF && l.Spec().Network == "tcp" {
+		if i >= len(g.slots) || g.slots[i] != sel.Active() {
+			s.rescueListener(g, i, l)
+		}
+		err = l.Shutdown()
+		if errors.Is(err, unix.ENOTCONN) { // no longer listening: it left the group before
+			g.log.Warn("its socket had left its group already, before rpwrap took it out", "listener", l.Spec())
+			err = nil
 		}
 	}
-	err := l.Close()
-	s.keepCounts(g, i) // closed: its slot counts nothing more
-	if err != nil {
-		g.log.Warn("close socket", "listener", l.Spec(), "err", err) // the descriptor is gone all the same
+	if cerr := l.Close(); cerr != nil {
+		g.log.Warn("close socket", "listener", l.Spec(), "err", cerr) // the descriptor is gone all the same
 	}
-	return nil
+	s.keepCounts(g, i) // closed: its slot counts nothing more
+	return err
 }

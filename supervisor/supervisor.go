@@ -149,6 +149,19 @@ func New(cfg Config) (_ *Supervisor, err error) {
 			return nil, fmt.Errorf("attach selector to %s: %w", l.Spec(), err)
 		}
 		s.groups = append(s.groups, &group{spec: l.Spec(), sel: sel})
+		if sel.Flavour() == bpf.CBPF && len(cfg.Adopted) > 0 {
+			return nil, fmt.Errorf("%s: the classic-BPF selector cannot steer a group with a socket from systemd: "+
+				"systemd keeps its copy, so that socket stays in the group after its generation is gone, and the classic "+
+				"program, which numbers the group's members, would send new connections to it; give rpwrap CAP_BPF "+
+				"(AmbientCapabilities=CAP_BPF, or run it as root) for the eBPF selector, or let rpwrap create the "+
+				"sockets (--listen) instead of a .socket unit", l.Spec())
+		}
+		if sel.Flavour() == bpf.CBPF && cfg.ShutdownAtFlip {
+			return nil, fmt.Errorf("%s: --shutdown-at-flip needs the eBPF selector: with the classic-BPF selector "+
+				"the kernel resets, instead of migrating, the connections still being set up on a socket shut down at the flip; "+
+				"give rpwrap CAP_BPF, or leave the flag out (the old sockets then leave their groups after the drain, "+
+				"their queues relayed)", l.Spec())
+		}
 		first.slots = append(first.slots, sel.Active())
 		if err := routeQUIC(s.groups[len(s.groups)-1], first.n, sel.Active()); err != nil {
 			return nil, fmt.Errorf("route the QUIC connection IDs of %s: %w", first, err)

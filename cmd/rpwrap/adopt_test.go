@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/rpwrap/rpwrap/fdpass"
 	"github.com/rpwrap/rpwrap/internal/testutil"
 )
@@ -44,6 +46,50 @@ func TestAdoptsSocketsFromSystemd(t *testing.T) {
 		t.Fatalf("serving %s, want systemd's %s", w.addr, l.Spec().Addr)
 	}
 	restartsUnderLoad(t, w, 3, 500)
+	if !stillListening(t, l) {
+		t.Errorf("systemd's socket no longer listens after the restarts: the next start of the service would get a dead socket")
+	}
+}
+
+// stillListening reports SO_ACCEPTCONN of l.
+func stillListening(t *testing.T, l *fdpass.Listener) bool {
+	t.Helper()
+	rc, err := l.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var on int
+	var gerr error
+	if err := rc.Control(func(fd uintptr) { on, gerr = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_ACCEPTCONN) }); err != nil || gerr != nil {
+		t.Fatal(err, gerr)
+	}
+	return on == 1
+}
+
+// With the classic selector, sockets from systemd are refused at start,
+// with the way out in the message: systemd keeps its copy, so the socket
+// would stay in the group after its generation, and the classic program
+// numbers the members.
+func TestRefusesSystemdSocketsWithTheClassicSelector(t *testing.T) {
+	testutil.RequireRoot(t)
+	spec, _ := fdpass.ParseSpec("127.0.0.1:0")
+	l, err := fdpass.Listen(spec, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	cmd := exec.Command(testBinary(t), "--control", shortTempDir(t)+"/ctl.sock", "--selector", "cbpf", "--", "/bin/true")
+	cmd.Env = append(os.Environ(), asRpwrap+"=1")
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	asSocketActivated(t, []*os.File{l.File()}, []string{"http"})(cmd)
+	cmd.Run()
+	if code := cmd.ProcessState.ExitCode(); code != 1 || !strings.Contains(out.String(), "CAP_BPF") {
+		t.Errorf("exit %d, output %q; want exit 1 and advice to give CAP_BPF", code, out.String())
+	}
+	if !stillListening(t, l) {
+		t.Errorf("systemd's socket no longer listens after rpwrap refused it")
+	}
 }
 
 // A socket from systemd without SO_REUSEPORT cannot take part in a restart:

@@ -295,8 +295,9 @@ func TestPredecessorClosingItsListenerEarlyLosesNothing(t *testing.T) {
 // group): stopping it kills the whole group, so no orphan keeps the port,
 // and only the successor's socket listens after each restart.
 //
-// With cBPF this is also the case where the group is renumbered only after
-// the killed worker let go of the old socket.
+// With cBPF this is also the case where a killed worker may still hold the
+// old socket when rpwrap takes it out of its group (shutdown(2), which does
+// not wait for the worker).
 func TestPredecessorWorkerTreeLeavesNoOrphan(t *testing.T) {
 	for _, sel := range []string{"ebpf", "cbpf"} {
 		t.Run(sel, func(t *testing.T) { testWorkerTree(t, sel) })

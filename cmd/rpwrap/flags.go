@@ -329,7 +329,8 @@ Flags (each also from the environment variable in brackets):
                              new connection back to the old one. With --selector cbpf the split
                              is by a hash of the client's port alone, and is not counted  [RPWRAP_CANARY]
   --shutdown-at-flip         shutdown(2) the old sockets right at the flip instead of after the
-                             drain (default off: servers log errors when accept() fails)  [RPWRAP_SHUTDOWN_AT_FLIP]
+                             drain, their queues migrated by the kernel; eBPF selector only
+                             (default off: servers log errors when accept() fails)  [RPWRAP_SHUTDOWN_AT_FLIP]
   --restart-on-failure       when the serving generation dies, start a new one on the same
                              sockets with backoff, instead of exiting with its status  [RPWRAP_RESTART_ON_FAILURE]
   --backlog N                listen(2) backlog, the same for every generation (default 4096; the

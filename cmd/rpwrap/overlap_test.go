@@ -3,8 +3,14 @@
 package main
 
 import (
+	"bytes"
+	"os"
+	"os/exec"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/rpwrap/rpwrap/internal/testutil"
 )
 
 // Restarts that follow one another faster than a generation drains: the
@@ -16,10 +22,16 @@ import (
 // selector, whose map holds sockets rather than numbers, runs the same.
 func TestOverlappingDrainsUnderLoad(t *testing.T) {
 	const restarts = 60
-	for _, sel := range []string{"cbpf", "ebpf"} {
-		t.Run(sel, func(t *testing.T) {
-			w := startWrapper(t, []string{"--listen", "127.0.0.1:0", "--selector", sel, "--ready", "notify",
-				"--drain-delay", "40ms", "--max-draining", "8"})
+	for _, c := range []struct {
+		name  string
+		flags []string
+	}{
+		{"cbpf", []string{"--selector", "cbpf"}},
+		{"ebpf", []string{"--selector", "ebpf"}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			w := startWrapper(t, append([]string{"--listen", "127.0.0.1:0", "--ready", "notify",
+				"--drain-delay", "40ms", "--max-draining", "8"}, c.flags...))
 			l := startLoads(t, []string{w.addr}, nil)
 			l.more(100)
 			began := time.Now()
@@ -35,5 +47,20 @@ func TestOverlappingDrainsUnderLoad(t *testing.T) {
 				t.Errorf("after %d restarts: %d restarts, %d rolled back", restarts, st.Restarts, st.RolledBack)
 			}
 		})
+	}
+}
+
+// --shutdown-at-flip with the classic selector is refused at start: the
+// kernel would reset the connections still being set up on the old socket.
+func TestRefusesShutdownAtFlipWithTheClassicSelector(t *testing.T) {
+	testutil.RequireRoot(t)
+	cmd := exec.Command(testBinary(t), "--control", shortTempDir(t)+"/ctl.sock", "--listen", "127.0.0.1:0",
+		"--selector", "cbpf", "--shutdown-at-flip", "--", "/bin/true")
+	cmd.Env = append(os.Environ(), asRpwrap+"=1")
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	cmd.Run()
+	if code := cmd.ProcessState.ExitCode(); code != 1 || !strings.Contains(out.String(), "--shutdown-at-flip needs the eBPF selector") {
+		t.Errorf("exit %d, output %q; want exit 1 and the reason", code, out.String())
 	}
 }

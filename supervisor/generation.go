@@ -243,13 +243,22 @@ func (s *Supervisor) leaveGroup(g *generation, i int, l *fdpass.Listener) error 
 		}
 		err = l.Shutdown()
 		if errors.Is(err, unix.ENOTCONN) { // no longer listening: it left the group before
-			g.log.Warn("its socket had left its group already, before rpwrap took it out", "listener", l.Spec())
+			s.genLog(g).Warn("its socket had left its group already, before rpwrap took it out", "listener", l.Spec())
 			err = nil
 		}
 	}
 	if cerr := l.Close(); cerr != nil {
-		g.log.Warn("close socket", "listener", l.Spec(), "err", cerr) // the descriptor is gone all the same
+		s.genLog(g).Warn("close socket", "listener", l.Spec(), "err", cerr) // the descriptor is gone all the same
 	}
 	s.keepCounts(g, i) // closed: its slot counts nothing more
 	return err
+}
+
+// genLog is g's logger; a generation whose server never started has none
+// of its own yet.
+func (s *Supervisor) genLog(g *generation) *slog.Logger {
+	if g.log != nil {
+		return g.log
+	}
+	return s.cfg.Log.With("generation", g.n)
 }

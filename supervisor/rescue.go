@@ -49,14 +49,14 @@ func (s *Supervisor) rescueListener(g *generation, i int, l *fdpass.Listener) in
 		}
 		c, err := acceptNow(l)
 		if err != nil {
-			g.log.Warn("rescue queued connection", "err", err)
+			s.genLog(g).Warn("rescue queued connection", "err", err)
 			break
 		}
 		s.relays.start(s, c, target)
 		n++
 	}
 	if n > 0 {
-		g.log.Info("relayed the connections queued on its socket to the serving generation", "connections", n)
+		s.genLog(g).Info("relayed the connections queued on its socket to the serving generation", "connections", n)
 	}
 	return n
 }

@@ -27,6 +27,22 @@ func asSocketActivated(t *testing.T, files []*os.File, names []string) func(*exe
 	}
 }
 
+// runToExit runs rpwrap once with args, its control socket in a fresh
+// directory, prepare (if any) applied to the command, and returns its exit
+// status and everything it wrote: for a start that must be refused.
+func runToExit(t *testing.T, prepare func(*exec.Cmd), args ...string) (int, string) {
+	t.Helper()
+	cmd := exec.Command(testBinary(t), append([]string{"--control", shortTempDir(t) + "/ctl.sock"}, args...)...)
+	cmd.Env = append(os.Environ(), asRpwrap+"=1")
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if prepare != nil {
+		prepare(cmd)
+	}
+	cmd.Run()
+	return cmd.ProcessState.ExitCode(), out.String()
+}
+
 // rpwrap run from a .socket unit adopts the sockets systemd passed, by name,
 // serves on them, and restarts onto new sockets in the same groups.
 func TestAdoptsSocketsFromSystemd(t *testing.T) {
@@ -78,14 +94,9 @@ func TestRefusesSystemdSocketsWithTheClassicSelector(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer l.Close()
-	cmd := exec.Command(testBinary(t), "--control", shortTempDir(t)+"/ctl.sock", "--selector", "cbpf", "--", "/bin/true")
-	cmd.Env = append(os.Environ(), asRpwrap+"=1")
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	asSocketActivated(t, []*os.File{l.File()}, []string{"http"})(cmd)
-	cmd.Run()
-	if code := cmd.ProcessState.ExitCode(); code != 1 || !strings.Contains(out.String(), "CAP_BPF") {
-		t.Errorf("exit %d, output %q; want exit 1 and advice to give CAP_BPF", code, out.String())
+	code, out := runToExit(t, asSocketActivated(t, []*os.File{l.File()}, []string{"http"}), "--selector", "cbpf", "--", "/bin/true")
+	if code != 1 || !strings.Contains(out, "CAP_BPF") {
+		t.Errorf("exit %d, output %q; want exit 1 and advice to give CAP_BPF", code, out)
 	}
 	if !stillListening(t, l) {
 		t.Errorf("systemd's socket no longer listens after rpwrap refused it")
@@ -108,13 +119,8 @@ func TestRefusesSystemdSocketWithoutReusePort(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	cmd := exec.Command(testBinary(t), "--control", shortTempDir(t)+"/ctl.sock", "--", "/bin/true")
-	cmd.Env = append(os.Environ(), asRpwrap+"=1")
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	asSocketActivated(t, []*os.File{f}, []string{"http"})(cmd)
-	cmd.Run()
-	if code := cmd.ProcessState.ExitCode(); code != 1 || !strings.Contains(out.String(), "ReusePort=yes") {
-		t.Errorf("exit %d, output %q; want exit 1 and advice to set ReusePort=yes", code, out.String())
+	code, out := runToExit(t, asSocketActivated(t, []*os.File{f}, []string{"http"}), "--", "/bin/true")
+	if code != 1 || !strings.Contains(out, "ReusePort=yes") {
+		t.Errorf("exit %d, output %q; want exit 1 and advice to set ReusePort=yes", code, out)
 	}
 }

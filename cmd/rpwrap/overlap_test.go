@@ -3,9 +3,6 @@
 package main
 
 import (
-	"bytes"
-	"os"
-	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -54,13 +51,8 @@ func TestOverlappingDrainsUnderLoad(t *testing.T) {
 // kernel would reset the connections still being set up on the old socket.
 func TestRefusesShutdownAtFlipWithTheClassicSelector(t *testing.T) {
 	testutil.RequireRoot(t)
-	cmd := exec.Command(testBinary(t), "--control", shortTempDir(t)+"/ctl.sock", "--listen", "127.0.0.1:0",
-		"--selector", "cbpf", "--shutdown-at-flip", "--", "/bin/true")
-	cmd.Env = append(os.Environ(), asRpwrap+"=1")
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	cmd.Run()
-	if code := cmd.ProcessState.ExitCode(); code != 1 || !strings.Contains(out.String(), "--shutdown-at-flip needs the eBPF selector") {
-		t.Errorf("exit %d, output %q; want exit 1 and the reason", code, out.String())
+	code, out := runToExit(t, nil, "--listen", "127.0.0.1:0", "--selector", "cbpf", "--shutdown-at-flip", "--", "/bin/true")
+	if code != 1 || !strings.Contains(out, "--shutdown-at-flip needs the eBPF selector") {
+		t.Errorf("exit %d, output %q; want exit 1 and the reason", code, out)
 	}
 }
